@@ -1,0 +1,236 @@
+// Package caddymodule is the Caddy HTTP handler "bits_upload": the server
+// side of the BITS upload protocol that Windows clients (bitsadmin,
+// Start-BitsTransfer, the BITS COM API) use for background uploads.
+package caddymodule
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-bits/caddy-bits/session"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Handler implements the server side of the BITS upload protocol
+// ([MC-BUP]). It answers BITS_POST requests (Ping, Create-Session,
+// Fragment, Close-Session, Cancel-Session) with BITS Acks, keeps each
+// upload session durably on local disk, and places every completed upload
+// at the file its URL maps to under Root, the way file_server maps URLs
+// to files for GET. Every other request goes to the next handler
+// untouched.
+//
+// A session survives client reconnects, server restarts (even kill -9) and
+// config reloads: sessions live in SessionDir, shared by every config that
+// names the same directory. An upload appears at its destination only
+// when its last byte arrived, atomically and complete.
+type Handler struct {
+	// The directory uploads are stored under. The destination of an upload
+	// is this root joined with the percent-decoded request path. Paths
+	// that would leave the root are refused. Placeholders are expanded per
+	// request. Default: `{http.vars.root}` (set by the `root` directive) if
+	// set, else the current working directory.
+	Root string `json:"root,omitempty"`
+
+	// The directory that holds upload sessions while they are in
+	// progress. It must not be inside Root, and should not be inside any
+	// directory a file server serves. Configs that name the same directory
+	// share its sessions, which is what lets uploads survive a config
+	// reload. Only one Caddy process may use a directory at a time.
+	// `{env.*}` placeholders are expanded. Default: the `bits_upload/sessions`
+	// folder of Caddy's data directory.
+	SessionDir string `json:"session_dir,omitempty"`
+
+	// The largest upload accepted, in bytes. A session whose first fragment
+	// announces a larger total is refused with 500 and BG_E_TOO_LARGE
+	// (0x80200020) before anything is written. Default: 0, unlimited.
+	MaxSize int64 `json:"max_size,omitempty"`
+
+	// How long a session may go without any request before it is deleted
+	// with its partial data, like IIS's BITSSessionTimeout. A client that
+	// comes back later gets BG_E_SESSION_NOT_FOUND and starts over. Sessions
+	// are checked every quarter of this timeout (at most every 5 minutes,
+	// at least every 250ms). Default: 14 days.
+	SessionTimeout caddy.Duration `json:"session_timeout,omitempty"`
+
+	// Whether an upload may replace an existing file. When false, a
+	// Create-Session for an existing destination is refused with 403 and
+	// E_ACCESSDENIED (0x80070005), and the check is repeated atomically when
+	// the upload is committed, so of two sessions racing for one
+	// destination only the first to complete wins. Default: false (as
+	// IIS's BITSAllowOverwrites).
+	AllowOverwrite bool `json:"allow_overwrite,omitempty"`
+
+	// The name of this node in a web farm whose nodes keep sessions on
+	// local disk. It is returned as BITS-Host-Id in every Create-Session
+	// Ack, and clients then send the rest of the session to this host
+	// instead of the one in the upload URL. It must be a bare host name or
+	// IP address (no scheme or port) that reaches this node on the same
+	// port and scheme. Global placeholders such as `{system.hostname}` and
+	// `{env.*}` are expanded. Default: empty, no BITS-Host-Id.
+	HostID string `json:"host_id,omitempty"`
+
+	// How long a client keeps trying the BITS-Host-Id host before it falls
+	// back to the original URL (and starts the upload over there). It is
+	// sent as BITS-Host-Id-Fallback-Timeout, in whole seconds, only
+	// together with HostID. Default: 1 day (as IIS's
+	// BITSHostIdFallbackTimeout).
+	HostIDFallbackTimeout caddy.Duration `json:"host_id_fallback_timeout,omitempty"`
+
+	store      *session.Store
+	storeKey   string
+	staticRoot string // absolute root when Root has no placeholders
+	hostID     string
+	logger     *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.bits_upload",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Default values of the options.
+const (
+	defaultSessionTimeout        = 14 * 24 * time.Hour
+	defaultHostIDFallbackTimeout = 24 * time.Hour
+)
+
+// Provision sets up the handler: defaults, the shared session store and,
+// for a static root, the root directory itself.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+
+	if h.Root == "" {
+		h.Root = "{http.vars.root}"
+	}
+	if !strings.Contains(h.Root, "{") {
+		abs, err := caddy.FastAbs(h.Root)
+		if err != nil {
+			return fmt.Errorf("resolving root %q: %v", h.Root, err)
+		}
+		h.staticRoot = abs
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return fmt.Errorf("creating root: %v", err)
+		}
+	}
+
+	dir := repl.ReplaceKnown(h.SessionDir, "")
+	if dir == "" {
+		dir = filepath.Join(caddy.AppDataDir(), "bits_upload", "sessions")
+	}
+	dir, err := caddy.FastAbs(dir)
+	if err != nil {
+		return fmt.Errorf("resolving session_dir %q: %v", h.SessionDir, err)
+	}
+	if h.staticRoot != "" {
+		if err := checkSeparate(h.staticRoot, dir); err != nil {
+			return err
+		}
+	}
+
+	if h.SessionTimeout == 0 {
+		h.SessionTimeout = caddy.Duration(defaultSessionTimeout)
+	}
+	if h.HostIDFallbackTimeout == 0 {
+		h.HostIDFallbackTimeout = caddy.Duration(defaultHostIDFallbackTimeout)
+	}
+	h.hostID = repl.ReplaceKnown(h.HostID, "")
+
+	store, err := acquireStore(dir, time.Duration(h.SessionTimeout))
+	if err != nil {
+		return err
+	}
+	h.store, h.storeKey = store, dir
+	return nil
+}
+
+// Validate checks the configuration for consistency.
+func (h *Handler) Validate() error {
+	if h.MaxSize < 0 {
+		return fmt.Errorf("max_size must not be negative, got %d", h.MaxSize)
+	}
+	if h.SessionTimeout < 0 {
+		return fmt.Errorf("session_timeout must not be negative, got %s", time.Duration(h.SessionTimeout))
+	}
+	if h.HostIDFallbackTimeout < 0 {
+		return fmt.Errorf("host_id_fallback_timeout must not be negative, got %s", time.Duration(h.HostIDFallbackTimeout))
+	}
+	if h.hostID != "" {
+		if err := validateHostID(h.hostID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Cleanup releases the handler's reference to its session store. The
+// store stays open while another config uses it.
+func (h *Handler) Cleanup() error {
+	if h.storeKey != "" {
+		_, err := stores.Delete(h.storeKey)
+		h.storeKey = ""
+		return err
+	}
+	return nil
+}
+
+// checkSeparate refuses a session directory inside the upload root (an
+// upload could then overwrite session files) and a root inside the session
+// directory.
+func checkSeparate(root, sessionDir string) error {
+	if within(root, sessionDir) {
+		return fmt.Errorf("session_dir %s must not be inside root %s", sessionDir, root)
+	}
+	if within(sessionDir, root) {
+		return fmt.Errorf("root %s must not be inside session_dir %s", root, sessionDir)
+	}
+	return nil
+}
+
+// within reports whether path is dir or lies below it. Both are absolute
+// and clean.
+func within(dir, path string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
+}
+
+// validateHostID checks that a host id is a bare host name or IP address.
+func validateHostID(host string) error {
+	if len(host) > 300 {
+		return fmt.Errorf("host_id is longer than 300 characters")
+	}
+	if strings.ContainsAny(host, "/?#@ \t") || strings.Contains(host, "://") {
+		return fmt.Errorf("host_id %q must be a bare host name or IP address", host)
+	}
+	if strings.HasPrefix(host, "[") {
+		if !strings.HasSuffix(host, "]") {
+			return fmt.Errorf("host_id %q: unterminated IPv6 literal", host)
+		}
+		return nil
+	}
+	if strings.Count(host, ":") == 1 {
+		return fmt.Errorf("host_id %q must not include a port; every node serves the same port", host)
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,64 @@
+package protocol
+
+import "strings"
+
+// PacketType is the value of the BITS-Packet-Type header.
+type PacketType int
+
+// Request packet types, and the one response type.
+const (
+	PacketUnknown PacketType = iota
+	PacketPing
+	PacketCreateSession
+	PacketFragment
+	PacketCloseSession
+	PacketCancelSession
+	PacketAck
+)
+
+var packetNames = [...]string{
+	PacketUnknown:       "",
+	PacketPing:          "Ping",
+	PacketCreateSession: "Create-Session",
+	PacketFragment:      "Fragment",
+	PacketCloseSession:  "Close-Session",
+	PacketCancelSession: "Cancel-Session",
+	PacketAck:           "Ack",
+}
+
+// String returns the packet type as Windows clients spell it, e.g.
+// "Create-Session", or "" for PacketUnknown.
+func (t PacketType) String() string {
+	if t < 0 || int(t) >= len(packetNames) {
+		return ""
+	}
+	return packetNames[t]
+}
+
+// ParsePacketType parses a BITS-Packet-Type value. The comparison is case
+// insensitive: [MC-BUP] writes "CREATE-SESSION" while clients send
+// "Create-Session". Surrounding whitespace is ignored. It returns
+// PacketUnknown and false for anything else.
+func ParsePacketType(s string) (PacketType, bool) {
+	s = strings.TrimSpace(s)
+	for t := PacketPing; t <= PacketAck; t++ {
+		if strings.EqualFold(s, packetNames[t]) {
+			return t, true
+		}
+	}
+	return PacketUnknown, false
+}
+
+// HasBody reports whether packets of this type carry a request body.
+// Only fragments do; every other packet must have an empty body.
+func (t PacketType) HasBody() bool { return t == PacketFragment }
+
+// NeedsSession reports whether packets of this type must carry
+// BITS-Session-Id.
+func (t PacketType) NeedsSession() bool {
+	switch t {
+	case PacketFragment, PacketCloseSession, PacketCancelSession:
+		return true
+	}
+	return false
+}

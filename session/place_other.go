@@ -1,0 +1,53 @@
+//go:build !unix
+
+package session
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+)
+
+// placeFile makes the file src appear at rel inside the root r, complete
+// or not at all: it copies src to tmpName next to the destination through
+// r, fsyncs it, and links (without overwrite) or renames (with) it into
+// place.
+func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) error {
+	tmp := path.Join(path.Dir(rel), tmpName)
+	_ = r.Remove(tmp)
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("opening data file: %w", err)
+	}
+	defer in.Close()
+	out, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return destinationError(fmt.Errorf("creating temporary file next to the destination: %w", err))
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		if overwrite {
+			err = r.Rename(tmp, rel)
+		} else {
+			err = r.Link(tmp, rel)
+			_ = r.Remove(tmp)
+			if errors.Is(err, fs.ErrExist) {
+				return ErrDestinationExists
+			}
+		}
+	}
+	if err != nil {
+		_ = r.Remove(tmp)
+		return fmt.Errorf("moving upload into place: %w", err)
+	}
+	return nil
+}

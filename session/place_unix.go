@@ -1,0 +1,117 @@
+//go:build unix
+
+package session
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+
+	"golang.org/x/sys/unix"
+)
+
+// placeFile makes the file src appear at rel inside the root r, complete
+// or not at all. It works on a descriptor of the destination directory
+// opened through r, so a symbolic link swapped in after the checks cannot
+// redirect it outside the root. The fast path is a hard link, which needs
+// no copy and, without overwrite, fails atomically if the destination
+// exists. Across file systems, or where hard links are not supported, src
+// is copied to tmpName in the destination directory, fsynced and then
+// moved into place.
+func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) error {
+	d, err := r.Open(path.Dir(rel))
+	if err != nil {
+		return destinationError(fmt.Errorf("opening destination directory: %w", err))
+	}
+	defer d.Close()
+	dfd := int(d.Fd())
+	base := path.Base(rel)
+	_ = unix.Unlinkat(dfd, tmpName, 0)
+
+	target := base
+	if overwrite {
+		target = tmpName
+	}
+	err = unix.Linkat(unix.AT_FDCWD, src, dfd, target, 0)
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.EEXIST):
+		return ErrDestinationExists
+	case linkUnsupported(err):
+		if err := copyToTemp(dfd, tmpName, src); err != nil {
+			return err
+		}
+		if !overwrite {
+			err := renameNoReplace(dfd, tmpName, base)
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
+				// No atomic no-replace rename here: fall back to a check
+				// right before the rename.
+				if _, serr := r.Lstat(rel); serr == nil {
+					err = unix.EEXIST
+				} else {
+					err = unix.Renameat(dfd, tmpName, dfd, base)
+				}
+			}
+			if err != nil {
+				_ = unix.Unlinkat(dfd, tmpName, 0)
+				if errors.Is(err, unix.EEXIST) {
+					return ErrDestinationExists
+				}
+				return fmt.Errorf("moving upload into place: %w", err)
+			}
+			return syncFile(d)
+		}
+	default:
+		return fmt.Errorf("linking upload into place: %w", err)
+	}
+	if overwrite {
+		if err := unix.Renameat(dfd, tmpName, dfd, base); err != nil {
+			_ = unix.Unlinkat(dfd, tmpName, 0)
+			return fmt.Errorf("moving upload into place: %w", err)
+		}
+	}
+	return syncFile(d)
+}
+
+// linkUnsupported reports whether a link failed because the file systems
+// differ or do not support hard links.
+func linkUnsupported(err error) bool {
+	return errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EPERM) ||
+		errors.Is(err, unix.ENOTSUP) || errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EMLINK)
+}
+
+// copyToTemp copies src into a new file named tmp in the directory dfd and
+// fsyncs it.
+func copyToTemp(dfd int, tmp, src string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return fmt.Errorf("opening data file: %w", err)
+	}
+	defer in.Close()
+	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return fmt.Errorf("creating temporary file next to the destination: %w", err)
+	}
+	out := os.NewFile(uintptr(fd), tmp)
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = unix.Unlinkat(dfd, tmp, 0)
+		return fmt.Errorf("copying upload next to the destination: %w", err)
+	}
+	return nil
+}
+
+func syncFile(f *os.File) error {
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("syncing destination directory: %w", err)
+	}
+	return nil
+}

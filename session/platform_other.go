@@ -1,0 +1,13 @@
+//go:build !unix
+
+package session
+
+import "os"
+
+// lockDir opens the lock file; this platform has no advisory lock.
+func lockDir(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+}
+
+// syncDir is a no-op: directories cannot be fsynced here.
+func syncDir(string) error { return nil }

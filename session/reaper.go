@@ -1,0 +1,81 @@
+package session
+
+import (
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// reapInterval returns how often the reaper checks for idle sessions: a
+// quarter of the timeout, between 250 milliseconds and five minutes. A
+// session is therefore removed at most a quarter of its timeout late.
+func reapInterval(timeout time.Duration) time.Duration {
+	return min(max(timeout/4, 250*time.Millisecond), 5*time.Minute)
+}
+
+// reaper runs Reap periodically until the store is closed.
+func (s *Store) reaper() {
+	defer close(s.reaperDone)
+	t := time.NewTimer(reapInterval(s.Timeout()))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.reaperStop:
+			return
+		case <-s.reaperKick:
+		case <-t.C:
+			s.Reap()
+		}
+		t.Reset(reapInterval(s.Timeout()))
+	}
+}
+
+// Reap deletes every session idle for longer than the timeout and forgets
+// expired tombstones. A session with a request in flight is never reaped.
+// The ids of reaped sessions that were finished are remembered like closed
+// ones, so that a late Close-Session succeeds; unfinished ones are
+// forgotten, so their client starts over. It returns the number of
+// sessions removed.
+func (s *Store) Reap() int {
+	now := s.now()
+	cutoff := now.Add(-s.Timeout())
+	s.mu.RLock()
+	var idle []*Session
+	for _, sess := range s.sessions {
+		sess.mu.Lock()
+		if sess.st.LastActivity.Before(cutoff) {
+			idle = append(idle, sess)
+		}
+		sess.mu.Unlock()
+	}
+	s.mu.RUnlock()
+	n := 0
+	for _, sess := range idle {
+		if !sess.tryLock() {
+			continue
+		}
+		st := sess.State()
+		if !sess.Gone() && st.LastActivity.Before(cutoff) {
+			if _, err := s.remove(sess, RemovedReaped, st.Finished); err != nil {
+				s.logger.Error("reaping idle session", zap.String("session_id", string(sess.id)), zap.Error(err))
+			} else {
+				n++
+				s.logger.Info("reaped idle session",
+					zap.String("session_id", string(sess.id)),
+					zap.String("destination", st.Destination()),
+					zap.Int64("received", st.Received),
+					zap.Int64("total", st.Total),
+					zap.Time("last_activity", st.LastActivity))
+			}
+		}
+		sess.Unlock()
+	}
+	ttl := s.opts.TombstoneTTL
+	if ttl < s.Timeout() {
+		ttl = s.Timeout()
+	}
+	if err := s.tombstones.expire(now.Add(-ttl)); err != nil {
+		s.logger.Warn("compacting closed-session log", zap.Error(err))
+	}
+	return n
+}
