@@ -7,7 +7,7 @@ import (
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 
-	_ "github.com/caddy-bits/caddy-bits/caddymodule"
+	_ "github.com/caddy-bits/caddy-bits"
 )
 
 func main() {
