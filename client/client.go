@@ -1,0 +1,467 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddy-bits/caddy-bits/protocol"
+)
+
+// Defaults of the Client fields.
+const (
+	// DefaultFragmentSize is the fragment size an upload starts with.
+	DefaultFragmentSize = 1 << 20
+	// DefaultMinFragmentSize is the smallest size 413 answers can shrink a
+	// fragment to: 5 KB, as on Windows ([MC-BUP] note 10).
+	DefaultMinFragmentSize = 5 * 1024
+	// MaxFragmentSize is the largest fragment the client sends: 13 MB, the
+	// upper end of the range Windows clients use ([MC-BUP] note 16).
+	MaxFragmentSize = 13 << 20
+	// DefaultUserAgent is the User-Agent of every request.
+	DefaultUserAgent = "caddy-bits/client"
+	// DefaultMaxRetries is how many consecutive failures without progress
+	// an operation survives.
+	DefaultMaxRetries = 8
+	// DefaultRetryDelay is the delay before the first retry.
+	DefaultRetryDelay = 500 * time.Millisecond
+	// DefaultMaxRetryDelay caps the exponential backoff.
+	DefaultMaxRetryDelay = 30 * time.Second
+	// DefaultMaxRestarts is how many times an upload starts over after the
+	// server lost its session.
+	DefaultMaxRestarts = 5
+	// DefaultRequestTimeout bounds each request, like the five-minute
+	// response timer of the Windows client ([MC-BUP] 3.1.2).
+	DefaultRequestTimeout = 5 * time.Minute
+)
+
+// maxAckBody is how much of an (unexpected) Ack body is drained so that the
+// connection can be reused.
+const maxAckBody = 64 << 10
+
+// Client is a BITS upload client. The zero value is ready to use with the
+// defaults documented on each field.
+//
+// A Client is safe for concurrent use by multiple goroutines; each upload
+// keeps exactly one request outstanding. Its fields must not be changed
+// after its first request, and a Client must not be copied after first use.
+type Client struct {
+	// HTTPClient sends the requests. When nil, the Client makes its own
+	// HTTP/1.1 client whose Transport keeps connections alive. Either way
+	// BITS_POST requests never follow redirects (a 3xx is returned as the
+	// Ack); reply downloads follow them as the supplied client's
+	// CheckRedirect allows.
+	HTTPClient *http.Client
+
+	// FragmentSize is the size of the fragments an upload starts with;
+	// 0 means DefaultFragmentSize. Values above MaxFragmentSize are capped.
+	// Sizes below MinFragmentSize are allowed (they are useful to test
+	// servers), but then a 413 is fatal at once.
+	FragmentSize int64
+	// MinFragmentSize is the floor of the shrinking on 413; 0 means
+	// DefaultMinFragmentSize. A 413 to a fragment that is not larger than
+	// the floor fails the upload.
+	MinFragmentSize int64
+
+	// SkipPing suppresses the Ping an upload sends before its first
+	// Create-Session. The Pings the protocol requires elsewhere (to a
+	// BITS-Host-Id node, and before resuming after a transport error) are
+	// always sent.
+	SkipPing bool
+
+	// Username and Password, when either is set, are sent as HTTP Basic
+	// credentials on every BITS request, and on reply downloads from the
+	// same host.
+	Username, Password string
+
+	// UserAgent is sent on every request; empty means DefaultUserAgent.
+	UserAgent string
+
+	// MaxRetries is how many times in a row a failed request is retried
+	// without the upload making progress; 0 means DefaultMaxRetries and a
+	// negative value disables retries. Any forward progress (server-confirmed
+	// upload bytes or reply bytes) resets the count.
+	MaxRetries int
+	// RetryDelay is the delay before the first retry; each further
+	// consecutive retry doubles it up to MaxRetryDelay. 0 means
+	// DefaultRetryDelay; a negative value retries at once.
+	RetryDelay time.Duration
+	// MaxRetryDelay caps the backoff; 0 means DefaultMaxRetryDelay.
+	MaxRetryDelay time.Duration
+	// MaxRestarts is how many times an upload starts over with a new
+	// Create-Session after the server answered BG_E_SESSION_NOT_FOUND to a
+	// Fragment; 0 means DefaultMaxRestarts and a negative value disables
+	// restarts.
+	MaxRestarts int
+
+	// RequestTimeout bounds each request, including the reading of its
+	// response; 0 means DefaultRequestTimeout and a negative value means no
+	// limit. A request that times out is a transient failure.
+	RequestTimeout time.Duration
+
+	// HostIDFallbackOverride, when positive, replaces the server's
+	// BITS-Host-Id-Fallback-Timeout (also when the server sent none): after
+	// requests to the BITS-Host-Id node have kept failing for this long, the
+	// upload goes back to the original URL. Meant for tests.
+	HostIDFallbackOverride time.Duration
+
+	// Progress, when set, is called after every fragment Ack (200 or 416)
+	// of an upload, from the goroutine running the upload.
+	Progress func(Progress)
+
+	once sync.Once
+	hc   *http.Client
+}
+
+// Progress reports the state of an upload after a fragment Ack.
+type Progress struct {
+	// SessionID is the current session (empty when the server's id is not a
+	// braced GUID).
+	SessionID protocol.SessionID
+	// Acked is the server-confirmed offset: BITS-Received-Content-Range.
+	Acked int64
+	// Total is the size of the upload.
+	Total int64
+	// Fragments counts the fragment Acks of the upload so far, over all
+	// sessions.
+	Fragments int
+	// Restarts counts how many times the upload started over.
+	Restarts int
+	// FragmentSize is the current fragment size.
+	FragmentSize int64
+}
+
+// Packet is one raw BITS request for [Client.Send].
+type Packet struct {
+	// Type is sent as BITS-Packet-Type.
+	Type protocol.PacketType
+	// SessionID, when not empty, is sent verbatim as BITS-Session-Id.
+	SessionID string
+	// Header holds extra request headers. They are applied last, under
+	// exactly the given names, and replace any default header whose name
+	// matches case-insensitively; a nil value removes that header.
+	// Content-Length, Transfer-Encoding and Host are written by net/http and
+	// cannot be set here.
+	Header http.Header
+	// Body is the request body; Content-Length is always set to its length.
+	Body []byte
+}
+
+// httpClient returns the HTTP client requests go through.
+func (c *Client) httpClient() *http.Client {
+	c.once.Do(func() {
+		var hc http.Client
+		if c.HTTPClient != nil {
+			hc = *c.HTTPClient
+		} else {
+			var t *http.Transport
+			if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+				t = dt.Clone()
+			} else {
+				t = &http.Transport{Proxy: http.ProxyFromEnvironment, IdleConnTimeout: 90 * time.Second}
+			}
+			// Windows BITS speaks HTTP/1.1 with keep-alive.
+			var protos http.Protocols
+			protos.SetHTTP1(true)
+			t.Protocols = &protos
+			t.MaxIdleConnsPerHost = 4
+			hc.Transport = t
+		}
+		prev := hc.CheckRedirect
+		hc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+			if via[0].Method == protocol.Method {
+				return http.ErrUseLastResponse
+			}
+			if prev != nil {
+				return prev(req, via)
+			}
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			return nil
+		}
+		c.hc = &hc
+	})
+	return c.hc
+}
+
+// CloseIdleConnections closes the idle kept-alive connections of the
+// Client's HTTP client.
+func (c *Client) CloseIdleConnections() {
+	c.httpClient().CloseIdleConnections()
+}
+
+func (c *Client) userAgent() string {
+	if c.UserAgent != "" {
+		return c.UserAgent
+	}
+	return DefaultUserAgent
+}
+
+func (c *Client) fragmentSize() int64 {
+	n := c.FragmentSize
+	if n <= 0 {
+		n = DefaultFragmentSize
+	}
+	return min(n, MaxFragmentSize)
+}
+
+func (c *Client) minFragmentSize() int64 {
+	if c.MinFragmentSize <= 0 {
+		return DefaultMinFragmentSize
+	}
+	return c.MinFragmentSize
+}
+
+func (c *Client) maxRetries() int {
+	switch {
+	case c.MaxRetries == 0:
+		return DefaultMaxRetries
+	case c.MaxRetries < 0:
+		return 0
+	}
+	return c.MaxRetries
+}
+
+func (c *Client) maxRestarts() int {
+	switch {
+	case c.MaxRestarts == 0:
+		return DefaultMaxRestarts
+	case c.MaxRestarts < 0:
+		return 0
+	}
+	return c.MaxRestarts
+}
+
+// backoff returns the delay before retry number n (1-based).
+func (c *Client) backoff(n int) time.Duration {
+	d := c.RetryDelay
+	if d == 0 {
+		d = DefaultRetryDelay
+	}
+	if d < 0 {
+		return 0
+	}
+	maxd := c.MaxRetryDelay
+	if maxd <= 0 {
+		maxd = DefaultMaxRetryDelay
+	}
+	for i := 1; i < n && d < maxd; i++ {
+		d *= 2
+	}
+	return min(d, maxd)
+}
+
+// requestContext derives the context of one request.
+func (c *Client) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	t := c.RequestTimeout
+	if t == 0 {
+		t = DefaultRequestTimeout
+	}
+	if t < 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, t)
+}
+
+// setAuth adds the Basic credentials, if any.
+func (c *Client) setAuth(req *http.Request) {
+	if c.Username != "" || c.Password != "" {
+		req.SetBasicAuth(c.Username, c.Password)
+	}
+}
+
+// setBody gives req the body b with an explicit Content-Length, even when
+// b is empty. Go only writes "Content-Length: 0" for an extension method
+// when the transfer encoding is explicitly identity.
+func setBody(req *http.Request, b []byte) {
+	req.ContentLength = int64(len(b))
+	if len(b) == 0 {
+		req.Body = http.NoBody
+		req.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
+		req.TransferEncoding = []string{"identity"}
+		return
+	}
+	req.Body = io.NopCloser(bytes.NewReader(b))
+	req.GetBody = func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b)), nil
+	}
+}
+
+// Send sends one raw BITS_POST packet to url and returns its parsed Ack,
+// whatever its status. The request carries BITS-Packet-Type, the session
+// id when set, Accept, User-Agent, the Basic credentials and
+// Content-Length, then p.Header. Send does not retry, does not validate the
+// Ack and returns an error only when no response arrived.
+func (c *Client) Send(ctx context.Context, url string, p *Packet) (*Ack, error) {
+	return c.send(ctx, url, p.Type.String(), p.SessionID, p.Header, p.Body)
+}
+
+// send performs one BITS_POST exchange.
+func (c *Client) send(ctx context.Context, url, packetType, sessionID string, extra http.Header, body []byte) (*Ack, error) {
+	rctx, cancel := c.requestContext(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, protocol.Method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	h := req.Header
+	h["Accept"] = []string{"*/*"}
+	h[protocol.HeaderPacketType] = []string{packetType}
+	if sessionID != "" {
+		h[protocol.HeaderSessionID] = []string{sessionID}
+	}
+	h["User-Agent"] = []string{c.userAgent()}
+	c.setAuth(req)
+	for k, v := range extra {
+		for old := range h {
+			if strings.EqualFold(old, k) {
+				delete(h, old)
+			}
+		}
+		if v != nil {
+			h[k] = v
+		}
+	}
+	setBody(req, body)
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.CopyN(io.Discard, resp.Body, maxAckBody); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("reading the Ack body: %w", err)
+	}
+	return parseAck(resp), nil
+}
+
+// Ping sends one Ping packet to url. It returns nil when the server
+// answered with a 2xx Ack, an [*Error] when it answered with an error or
+// with something that is not an Ack, and the transport error when no
+// response arrived. Ping does not retry.
+func (c *Client) Ping(ctx context.Context, url string) error {
+	a, err := c.send(ctx, url, protocol.PacketPing.String(), "", nil, nil)
+	if err != nil {
+		return err
+	}
+	if err := a.Err(protocol.PacketPing); err != nil {
+		return err
+	}
+	if !a.IsAck() {
+		return invalidResponse(protocol.PacketPing, a, "%d response is not a BITS Ack", a.Status)
+	}
+	return nil
+}
+
+// Cancel sends Cancel-Session for session id to url, retrying like an
+// upload does: transport errors (with a Ping before the retry) and 5xx
+// answers other than BG_E_SESSION_NOT_FOUND are retried, anything else
+// that is not a 2xx Ack is returned as an [*Error] (including
+// BG_E_SESSION_NOT_FOUND for a session the server does not know).
+// To cancel a session whose id is not a braced GUID, use
+// [Client.ResumeSession] and [Session.Cancel].
+func (c *Client) Cancel(ctx context.Context, url string, id protocol.SessionID) error {
+	r := &retrier{c: c, ctx: ctx, max: c.maxRetries()}
+	s := c.ResumeSession(url, id.Wire())
+	needPing := false
+	for {
+		if needPing {
+			if err := c.Ping(ctx, url); err != nil {
+				if e := r.failed(protocol.PacketPing, err, isFatal(protocol.PacketPing, err)); e != nil {
+					return e
+				}
+				continue
+			}
+			needPing = false
+		}
+		a, err := s.Cancel(ctx)
+		if err != nil {
+			if e := r.failed(protocol.PacketCancelSession, err, false); e != nil {
+				return e
+			}
+			needPing = true
+			continue
+		}
+		switch decide(protocol.PacketCancelSession, a) {
+		case actOK:
+			return nil
+		case actTransient:
+			if e := r.failed(protocol.PacketCancelSession, a.Err(protocol.PacketCancelSession), false); e != nil {
+				return e
+			}
+		default:
+			return a.Err(protocol.PacketCancelSession)
+		}
+	}
+}
+
+// isFatal reports whether an error returned by Ping (or another packet
+// function that returns *Error for Acks) must not be retried.
+func isFatal(p protocol.PacketType, err error) bool {
+	var be *Error
+	if !errors.As(err, &be) {
+		return false // transport error
+	}
+	if be.Ack == nil || success(p, be.Ack.Status) {
+		return true // the server answered, but broke the protocol
+	}
+	switch decide(p, be.Ack) {
+	case actTransient:
+		return false
+	}
+	return true
+}
+
+// retrier counts consecutive failures without progress and waits between
+// attempts.
+type retrier struct {
+	c        *Client
+	ctx      context.Context
+	max      int
+	failures int
+}
+
+// progress records forward progress, which resets the failure count.
+func (r *retrier) progress() { r.failures = 0 }
+
+// failed records a failure of packet p. For a fatal failure, or when the
+// context is done, or when the retries are used up, it returns the error
+// to give up with; otherwise it waits for the backoff delay and returns nil.
+func (r *retrier) failed(p protocol.PacketType, err error, fatal bool) error {
+	return r.fail(p, err, fatal, true)
+}
+
+// fail is failed with a choice of waiting.
+func (r *retrier) fail(p protocol.PacketType, err error, fatal, wait bool) error {
+	if cerr := r.ctx.Err(); cerr != nil {
+		return fmt.Errorf("bits client: %s: %w", opName(p), cerr)
+	}
+	if fatal {
+		return err
+	}
+	r.failures++
+	if r.failures > r.max {
+		return fmt.Errorf("bits client: %s: giving up after %d consecutive failures without progress: %w", opName(p), r.failures, err)
+	}
+	if !wait {
+		return nil
+	}
+	d := r.c.backoff(r.failures)
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-r.ctx.Done():
+		return fmt.Errorf("bits client: %s: %w", opName(p), r.ctx.Err())
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,51 @@
+// Package client implements the client side of the BITS upload protocol
+// (the "BITS 1.5 Upload Protocol", [MC-BUP]) the way the Windows
+// Background Intelligent Transfer Service speaks it on the wire.
+//
+// The high-level entry points are [Client.Upload] and [Client.UploadFile].
+// An upload sends an optional Ping, a Create-Session, as many Fragment
+// packets as needed and a Close-Session, all as BITS_POST requests on one
+// kept-alive connection with exactly one request outstanding. Between the
+// final Fragment and the Close-Session it downloads the reply of an
+// upload-reply session (BITS-Reply-URL) with HEAD and ranged GET requests.
+//
+// Like the Windows client, an upload:
+//
+//   - follows the server's BITS-Received-Content-Range after every 200 or
+//     416 fragment Ack, rewinding or skipping ahead as told;
+//   - halves the fragment size on 413, down to [Client.MinFragmentSize];
+//   - retries transient failures (transport errors, 5xx, 408, 409) with
+//     exponential backoff, pinging the server before it resumes after a
+//     transport error, and gives up after [Client.MaxRetries] consecutive
+//     failures without progress;
+//   - starts over with a new Create-Session when the server answers
+//     BG_E_SESSION_NOT_FOUND to a Fragment;
+//   - classifies errors of the server application (BITS-Error-Context 0x7)
+//     as MSDN's "Handling Server Application Errors" describes, re-sending
+//     the final fragment after a transient failure;
+//   - moves to the node named by BITS-Host-Id and falls back to the
+//     original URL when that node keeps failing for longer than
+//     BITS-Host-Id-Fallback-Timeout.
+//
+// Server errors are returned as [*Error], which carries the Ack's HTTP
+// status, the HRESULT of BITS-Error-Code and the BITS-Error-Context; use
+// [errors.As] to inspect them.
+//
+// For tests that need exact packet sequences the package also offers one
+// packet at a time, without retries: [Client.CreateSession],
+// [Session.Fragment], [Session.Close], [Session.Cancel], [Client.Ping] and
+// the fully raw [Client.Send].
+//
+// Basic use:
+//
+//	c := &client.Client{}
+//	res, err := c.UploadFile(ctx, "https://example.com/uploads/report.bin", "report.bin", nil)
+//	if err != nil {
+//		var be *client.Error
+//		if errors.As(err, &be) {
+//			log.Printf("server refused the upload: %v (code %v)", be, be.Code)
+//		}
+//		return err
+//	}
+//	log.Printf("uploaded %d bytes in session %s", res.Size, res.SessionID)
+package client

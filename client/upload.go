@@ -1,0 +1,484 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/caddy-bits/caddy-bits/protocol"
+)
+
+// UploadOptions are the per-upload settings of [Client.Upload]. The zero
+// value (or nil) downloads a reply, if the server offers one, and discards
+// it.
+type UploadOptions struct {
+	// Reply receives the reply of an upload-reply session (the resource at
+	// BITS-Reply-URL). It is written sequentially, each byte once, also when
+	// the download resumes after a failure. Nil discards the reply; it is
+	// still downloaded, as the Windows client does, unless SkipReply is set.
+	Reply io.Writer
+	// KeepReply keeps the reply in Result.Reply, up to MaxReplySize bytes;
+	// a larger reply fails the upload with BG_E_TOO_LARGE (like
+	// GetReplyData on Windows). It works together with Reply.
+	KeepReply bool
+	// MaxReplySize caps a reply kept by KeepReply; 0 means
+	// DefaultMaxReplySize.
+	MaxReplySize int64
+	// SkipReply closes the session without downloading the reply.
+	SkipReply bool
+	// ContentName, when set, is sent as Content-Name on Fragment and
+	// Close-Session packets, as Windows clients send the local file name.
+	// [Client.UploadFile] defaults it to the file's base name.
+	ContentName string
+}
+
+// Result describes an upload. Upload returns it also with an error, then
+// describing how far the upload got.
+type Result struct {
+	// SessionID is the canonical id of the last session, or empty when the
+	// server's id is not a braced GUID (see WireSessionID).
+	SessionID protocol.SessionID
+	// WireSessionID is the id of the last session exactly as the server
+	// sent it.
+	WireSessionID string
+	// SessionURL is where the packets of the last session went: the upload
+	// URL, or the BITS-Host-Id node. Pass it with SessionID to
+	// [Client.Cancel] to clean up after a failed upload.
+	SessionURL string
+	// Size is the size of the upload.
+	Size int64
+	// Acked is the last server-confirmed offset (BITS-Received-Content-Range).
+	Acked int64
+	// Complete reports that the server confirmed all Size bytes.
+	Complete bool
+	// ReplyURL is the absolute BITS-Reply-URL of the final fragment Ack,
+	// resolved against SessionURL, or empty.
+	ReplyURL string
+	// ReplySize is the number of reply bytes downloaded.
+	ReplySize int64
+	// Reply holds the reply when UploadOptions.KeepReply is set.
+	Reply []byte
+	// Restarts counts how many times the upload started over with a new
+	// Create-Session because the server lost the session.
+	Restarts int
+	// Fragments counts the fragment Acks (200 or 416) over all sessions.
+	Fragments int
+	// HostID is the BITS-Host-Id of the last session, or empty.
+	HostID string
+	// FellBack reports that the last session left its BITS-Host-Id node
+	// for the original URL after the fallback timeout.
+	FellBack bool
+}
+
+// Upload uploads size bytes of src to url, as a Windows BITS upload job
+// does: an optional Ping, Create-Session, Fragments, the reply download of
+// an upload-reply session, and Close-Session. Transient failures are
+// retried, lost sessions restarted and oversized fragments shrunk, as the
+// package documentation describes; the first fatal failure, or running
+// out of retries or restarts, ends the upload with an error, which wraps an
+// [*Error] when the server answered. Cancelling ctx stops the upload
+// without sending Cancel-Session; use [Client.Cancel] with the Result's
+// SessionURL and SessionID to discard the server's session.
+//
+// The returned Result is never nil.
+func (c *Client) Upload(ctx context.Context, url string, src io.ReaderAt, size int64, opts *UploadOptions) (*Result, error) {
+	res := &Result{Size: size}
+	if opts == nil {
+		opts = &UploadOptions{}
+	}
+	if size < 0 {
+		return res, fmt.Errorf("bits client: negative upload size %d", size)
+	}
+	if src == nil && size > 0 {
+		return res, errors.New("bits client: nil upload source")
+	}
+	u, err := checkURL(url)
+	if err != nil {
+		return res, err
+	}
+	up := &upload{
+		c: c, ctx: ctx, orig: url, origURL: u, src: src, size: size, opts: *opts, res: res,
+		r:        retrier{c: c, ctx: ctx, max: c.maxRetries()},
+		fragSize: c.fragmentSize(),
+		minFrag:  c.minFragmentSize(),
+	}
+	up.buf = make([]byte, min(up.fragSize, size))
+	return res, up.run()
+}
+
+// UploadFile uploads the regular file at path to url with [Client.Upload].
+// Unless opts sets ContentName, the file's base name is sent as
+// Content-Name.
+func (c *Client) UploadFile(ctx context.Context, url, path string, opts *UploadOptions) (*Result, error) {
+	var o UploadOptions
+	if opts != nil {
+		o = *opts
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return &Result{}, fmt.Errorf("bits client: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return &Result{}, fmt.Errorf("bits client: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return &Result{}, fmt.Errorf("bits client: %s is not a regular file", path)
+	}
+	if o.ContentName == "" {
+		o.ContentName = contentName(filepath.Base(path))
+	}
+	return c.Upload(ctx, url, f, fi.Size(), &o)
+}
+
+// contentName returns name if it can be sent as a header value, else "".
+func contentName(name string) string {
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c < 0x20 || c == 0x7f {
+			return ""
+		}
+	}
+	return name
+}
+
+// checkURL validates an upload URL.
+func checkURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("bits client: %w", err)
+	}
+	if s := strings.ToLower(u.Scheme); s != "http" && s != "https" {
+		return nil, fmt.Errorf("bits client: upload URL %q is not http or https", raw)
+	}
+	if u.Host == "" {
+		return nil, fmt.Errorf("bits client: upload URL %q has no host", raw)
+	}
+	return u, nil
+}
+
+// restartError asks for a new session: the server lost the current one.
+type restartError struct{ err error }
+
+func (e *restartError) Error() string { return e.err.Error() }
+func (e *restartError) Unwrap() error { return e.err }
+
+// upload is the state of one Upload call.
+type upload struct {
+	c       *Client
+	ctx     context.Context
+	orig    string
+	origURL *url.URL
+	src     io.ReaderAt
+	size    int64
+	opts    UploadOptions
+	res     *Result
+
+	r        retrier
+	fragSize int64
+	minFrag  int64
+	buf      []byte
+
+	sess     *Session // nil before Create-Session
+	acked    int64
+	onHost   bool // packets go to the BITS-Host-Id node
+	fb       hostFallback
+	needPing bool
+}
+
+// run drives the whole upload.
+func (u *upload) run() error {
+	if !u.c.SkipPing {
+		if err := u.pingLoop(); err != nil {
+			return err
+		}
+	}
+	for {
+		err := u.runSession()
+		var re *restartError
+		if !errors.As(err, &re) {
+			if err != nil {
+				return err
+			}
+			break
+		}
+		if u.res.Restarts >= u.c.maxRestarts() {
+			return fmt.Errorf("bits client: fragment: giving up after %d restarts: %w", u.res.Restarts, re.err)
+		}
+		u.res.Restarts++
+		u.sess, u.onHost, u.fb, u.needPing = nil, false, hostFallback{}, false
+	}
+	u.res.Complete = true
+	if u.res.ReplyURL != "" && !u.opts.SkipReply {
+		if err := u.downloadReply(); err != nil {
+			return err
+		}
+	}
+	return u.closeSession()
+}
+
+// target is where the next packet goes.
+func (u *upload) target() string {
+	if u.sess == nil {
+		return u.orig
+	}
+	return u.sess.URL
+}
+
+// pingLoop pings the current target until it answers with a 2xx Ack.
+func (u *upload) pingLoop() error {
+	for {
+		u.checkFallback()
+		err := u.c.Ping(u.ctx, u.target())
+		if err == nil {
+			u.needPing = false
+			return nil
+		}
+		u.hostFailure(err)
+		if e := u.r.failed(protocol.PacketPing, err, isFatal(protocol.PacketPing, err)); e != nil {
+			return e
+		}
+	}
+}
+
+// hostFailure starts the host-id fallback timer when err is a transport
+// error or a 5xx answer of the host-id node.
+func (u *upload) hostFailure(err error) {
+	if !u.onHost {
+		return
+	}
+	var be *Error
+	if !errors.As(err, &be) || be.Status >= 500 {
+		u.fb.failed(time.Now())
+	}
+}
+
+// checkFallback moves the session back to its original URL when the
+// host-id node has been failing for longer than the fallback timeout.
+func (u *upload) checkFallback() {
+	if !u.onHost || !u.fb.due(time.Now()) {
+		return
+	}
+	u.sess.URL = u.sess.OriginalURL
+	u.onHost = false
+	u.fb = hostFallback{}
+	u.needPing = true
+	u.res.SessionURL = u.sess.URL
+	u.res.FellBack = true
+	u.r.progress() // a new node gets a fresh set of retries
+}
+
+// runSession creates a session and sends fragments until the server holds
+// the whole upload. It returns a *restartError when the session is lost.
+func (u *upload) runSession() error {
+	const p = protocol.PacketCreateSession
+	for {
+		if u.needPing {
+			if err := u.pingLoop(); err != nil {
+				return err
+			}
+		}
+		s, a, err := u.c.createSession(u.ctx, u.orig, u.opts.ContentName)
+		if err == nil {
+			u.startSession(s)
+			break
+		}
+		if a == nil {
+			if e := u.r.failed(p, err, false); e != nil {
+				return e
+			}
+			u.needPing = true
+			continue
+		}
+		fatal := success(p, a.Status) || decide(p, a) != actTransient
+		if e := u.r.failed(p, err, fatal); e != nil {
+			return e
+		}
+	}
+	return u.sendFragments()
+}
+
+// startSession adopts a new session.
+func (u *upload) startSession(s *Session) {
+	u.sess = s
+	u.acked = 0
+	u.res.SessionID, u.res.WireSessionID, u.res.SessionURL = s.ID, s.WireID, s.URL
+	u.res.HostID, u.res.FellBack, u.res.Acked = s.HostID, false, 0
+	if s.HostID != "" {
+		timeout := s.HostIDFallback
+		if u.c.HostIDFallbackOverride > 0 {
+			timeout = u.c.HostIDFallbackOverride
+		}
+		u.onHost = true
+		u.fb = hostFallback{timeout: timeout}
+		u.needPing = true // Windows pings the host-id node first
+	}
+}
+
+// sendFragments sends the upload from the server-confirmed offset until the
+// server holds all of it.
+func (u *upload) sendFragments() error {
+	const p = protocol.PacketFragment
+	for {
+		u.checkFallback()
+		if u.needPing {
+			if err := u.pingLoop(); err != nil {
+				return err
+			}
+		}
+		off := u.acked
+		n := min(u.fragSize, u.size-off)
+		data := u.buf[:n]
+		if err := u.read(data, off); err != nil {
+			return err
+		}
+		a, err := u.sess.Fragment(u.ctx, data, off, u.size)
+		if err != nil {
+			u.hostFailure(err)
+			if e := u.r.failed(p, err, false); e != nil {
+				return e
+			}
+			u.needPing = true // Windows pings before resuming
+			continue
+		}
+		switch decide(p, a) {
+		case actOK:
+			done, err := u.fragmentAcked(a, off)
+			if err != nil || done {
+				return err
+			}
+		case actShrink:
+			if n <= u.minFrag {
+				e := a.Err(p).(*Error)
+				e.Message = fmt.Sprintf("server answered %d to a fragment of %d bytes, not above the minimum fragment size %d", a.Status, n, u.minFrag)
+				return e
+			}
+			u.fragSize = max(n/2, u.minFrag)
+		case actSessionLost:
+			return &restartError{a.Err(p)}
+		case actTransient:
+			// A failed final fragment is simply sent again, which makes the
+			// server notify its application again.
+			err := a.Err(p)
+			u.hostFailure(err)
+			if e := u.r.failed(p, err, false); e != nil {
+				return e
+			}
+		default:
+			return a.Err(p)
+		}
+	}
+}
+
+// fragmentAcked handles a 2xx or 416 fragment Ack for a fragment that
+// started at off. It reports whether the upload is complete.
+func (u *upload) fragmentAcked(a *Ack, off int64) (bool, error) {
+	const p = protocol.PacketFragment
+	if !a.IsAck() {
+		return false, invalidResponse(p, a, "%d response has BITS-Packet-Type %q, want Ack", a.Status, a.PacketType)
+	}
+	if !a.HasReceived {
+		raw, _ := protocol.GetHeader(a.Header, protocol.HeaderReceivedContentRange)
+		return false, invalidResponse(p, a, "%d Ack has no valid %s (%.40q)", a.Status, protocol.HeaderReceivedContentRange, raw)
+	}
+	if a.Received > u.size {
+		return false, invalidResponse(p, a, "%d Ack reports %s %d, beyond the upload size %d", a.Status, protocol.HeaderReceivedContentRange, a.Received, u.size)
+	}
+	u.fb.succeeded()
+	u.res.Fragments++
+	prev := u.acked
+	u.acked, u.res.Acked = a.Received, a.Received
+	if u.c.Progress != nil {
+		u.c.Progress(Progress{
+			SessionID: u.sess.ID, Acked: u.acked, Total: u.size,
+			Fragments: u.res.Fragments, Restarts: u.res.Restarts, FragmentSize: u.fragSize,
+		})
+	}
+	if u.acked == u.size {
+		u.r.progress()
+		if a.ReplyURL != "" {
+			ru, err := resolveReplyURL(u.sess.URL, a.ReplyURL)
+			if err != nil {
+				return false, invalidResponse(p, a, "%v", err)
+			}
+			u.res.ReplyURL = ru
+		}
+		return true, nil
+	}
+	switch {
+	case u.acked > prev:
+		u.r.progress()
+		return false, nil
+	case u.acked < prev:
+		// The server lost data and asks for it again: resend at once, but
+		// count it, so a server that keeps rewinding cannot loop forever.
+		return false, u.r.fail(p, noProgress(a, off), false, false)
+	default:
+		return false, u.r.failed(p, noProgress(a, off), false)
+	}
+}
+
+// noProgress is the error of a fragment Ack that did not move the
+// server-confirmed offset forward.
+func noProgress(a *Ack, off int64) *Error {
+	return &Error{Packet: protocol.PacketFragment, Status: a.Status, Code: protocol.BGNoProgress, Ack: a,
+		Message: fmt.Sprintf("server answered %d with %s %d to a fragment starting at %d", a.Status, protocol.HeaderReceivedContentRange, a.Received, off)}
+}
+
+// read fills data from the upload source at off.
+func (u *upload) read(data []byte, off int64) error {
+	if len(data) == 0 {
+		return nil
+	}
+	n, err := u.src.ReadAt(data, off)
+	if n == len(data) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		return &Error{Packet: protocol.PacketFragment, Code: BGLocalFileChanged, Context: ContextLocalFile,
+			Message: fmt.Sprintf("the upload source ended at offset %d, before its size %d", off+int64(n), u.size)}
+	}
+	return fmt.Errorf("bits client: reading %d bytes at offset %d of the upload source: %w", len(data), off, err)
+}
+
+// closeSession sends Close-Session until the server acknowledges it.
+func (u *upload) closeSession() error {
+	const p = protocol.PacketCloseSession
+	for {
+		u.checkFallback()
+		if u.needPing {
+			if err := u.pingLoop(); err != nil {
+				return err
+			}
+		}
+		a, err := u.sess.Close(u.ctx)
+		if err != nil {
+			u.hostFailure(err)
+			if e := u.r.failed(p, err, false); e != nil {
+				return e
+			}
+			u.needPing = true
+			continue
+		}
+		switch decide(p, a) {
+		case actOK, actSessionLost:
+			// The upload completed, so a session the server no longer
+			// knows (a lost Ack of an earlier Close) is as good as closed.
+			return nil
+		case actTransient:
+			err := a.Err(p)
+			u.hostFailure(err)
+			if e := u.r.failed(p, err, false); e != nil {
+				return e
+			}
+		default:
+			return a.Err(p)
+		}
+	}
+}
