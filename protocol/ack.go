@@ -73,7 +73,9 @@ func WriteAck(w http.ResponseWriter, a Ack) {
 	}
 	if (status < 200 || status > 299) && a.Code != SOK {
 		SetHeader(h, HeaderErrorCode, a.Code.String())
-		SetHeader(h, HeaderErrorContext, a.Context.String())
+		if a.Context != ContextNone {
+			SetHeader(h, HeaderErrorContext, a.Context.String())
+		}
 	}
 	w.WriteHeader(status)
 }

@@ -37,7 +37,12 @@ const Method = "BITS_POST"
 // SetHeader sets a response header under exactly the given name, bypassing
 // the canonicalization of [net/http.Header.Set] (which would turn
 // "BITS-Packet-Type" into "Bits-Packet-Type" on HTTP/1.1).
+// Any value stored under the canonical form of the name is dropped, so the
+// header is never sent twice.
 func SetHeader(h map[string][]string, name, value string) {
+	if c := textproto.CanonicalMIMEHeaderKey(name); c != name {
+		delete(h, c)
+	}
 	h[name] = []string{value}
 }
 

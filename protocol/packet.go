@@ -1,7 +1,5 @@
 package protocol
 
-import "strings"
-
 // PacketType is the value of the BITS-Packet-Type header.
 type PacketType int
 
@@ -37,12 +35,13 @@ func (t PacketType) String() string {
 
 // ParsePacketType parses a BITS-Packet-Type value. The comparison is case
 // insensitive: [MC-BUP] writes "CREATE-SESSION" while clients send
-// "Create-Session". Surrounding whitespace is ignored. It returns
+// "Create-Session". Only ASCII letters fold (no Unicode look-alikes), and
+// only the spaces and tabs HTTP allows around a value are ignored. It returns
 // PacketUnknown and false for anything else.
 func ParsePacketType(s string) (PacketType, bool) {
-	s = strings.TrimSpace(s)
+	s = trimOWS(s)
 	for t := PacketPing; t <= PacketAck; t++ {
-		if strings.EqualFold(s, packetNames[t]) {
+		if equalFoldASCII(s, packetNames[t]) {
 			return t, true
 		}
 	}
@@ -61,4 +60,24 @@ func (t PacketType) NeedsSession() bool {
 		return true
 	}
 	return false
+}
+
+// equalFoldASCII compares two strings, folding only ASCII letters.
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }

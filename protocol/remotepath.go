@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrDirectoryTarget is returned by [CleanRemotePath] when the request path
@@ -24,11 +25,14 @@ const MaxRemotePathLength = 4096
 // slash, a backslash, a NUL or another control character (encoded slashes
 // and backslashes could otherwise smuggle in separators), when a segment is
 // empty ("//" or a leading "//" that would look absolute), and when the path
-// is not valid percent-encoding or not UTF-8-safe. A path that is empty, "/"
+// is not valid percent-encoding or does not decode to valid UTF-8. A path that is empty, "/"
 // or ends with "/" names a directory and yields ErrDirectoryTarget.
 func CleanRemotePath(escaped string) (string, error) {
 	if len(escaped) > MaxRemotePathLength {
 		return "", fmt.Errorf("request path is longer than %d bytes", MaxRemotePathLength)
+	}
+	if escaped == "" {
+		return "", ErrDirectoryTarget
 	}
 	if !strings.HasPrefix(escaped, "/") {
 		return "", errors.New("request path is not absolute")
@@ -57,6 +61,11 @@ func CleanRemotePath(escaped string) (string, error) {
 			case c < 0x20 || c == 0x7f:
 				return "", fmt.Errorf("request path segment %.60q contains a control character", seg)
 			}
+		}
+		if !utf8.ValidString(dec) {
+			// On systems that store names in UTF-16, invalid sequences
+			// would all collapse to U+FFFD and alias each other.
+			return "", fmt.Errorf("request path segment %.60q is not valid UTF-8", seg)
 		}
 		segments[i] = dec
 	}

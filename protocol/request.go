@@ -39,6 +39,15 @@ var bitsRequestHeaders = []string{
 //   - A Fragment must declare its length with Content-Length (no chunked
 //     encoding), carry a valid Content-Range whose length equals it, and
 //     use no Content-Encoding other than identity.
+//
+// Windows clients send Content-Length on every request, even when it is 0,
+// and [MC-BUP] makes it mandatory. A request without it is still accepted
+// when its body is empty by HTTP's own framing: proxies, Go's net/http
+// among them, drop "Content-Length: 0" from requests with an extension
+// method such as BITS_POST, and refusing those would break every deployment
+// behind one. A body without a declared length (chunked) is always
+// refused, and so is any Fragment whose Content-Range describes a length
+// other than the body's.
 //   - Fragment, Close-Session and Cancel-Session carry a braced-GUID
 //     BITS-Session-Id. A malformed id is answered as an unknown session,
 //     so the client starts over.
@@ -70,7 +79,7 @@ func ParseRequest(r *http.Request) (*Packet, *Error) {
 		if chunked || r.ContentLength < 0 {
 			return nil, BadRequest("fragment without Content-Length")
 		}
-		if _, present := GetHeader(r.Header, "Content-Length"); !present && r.ProtoMajor == 1 {
+		if _, present := GetHeader(r.Header, "Content-Length"); !present && r.ProtoMajor == 1 && r.ContentLength > 0 {
 			return nil, BadRequest("fragment without Content-Length")
 		}
 		if enc, ok := GetHeader(r.Header, "Content-Encoding"); ok && !strings.EqualFold(trimOWS(enc), "identity") {
