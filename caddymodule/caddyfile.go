@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -57,11 +58,17 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			size, err := humanize.ParseBytes(v)
-			if err != nil {
-				return d.Errf("parsing max_size %q: %v", v, err)
-			}
-			if size == 0 || size > 1<<62 {
-				return d.Errf("max_size %q is out of range", v)
+			switch {
+			case err != nil && strings.HasPrefix(v, "-"):
+				return d.Errf("max_size must be positive, got %q", v)
+			case err != nil && strings.Contains(err.Error(), "too large"):
+				return d.Errf("max_size %q is too large", v)
+			case err != nil:
+				return d.Errf("max_size %q is not a size such as 500MB or 10GiB", v)
+			case size == 0:
+				return d.Errf("max_size must be positive, got %q", v)
+			case size > 1<<62:
+				return d.Errf("max_size %q is too large", v)
 			}
 			h.MaxSize = int64(size)
 		case "session_timeout":
@@ -78,6 +85,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "host_id":
 			if !d.AllArgs(&h.HostID) {
 				return d.ArgErr()
+			}
+			if !strings.Contains(h.HostID, "{") {
+				if err := validateHostID(h.HostID); err != nil {
+					return d.Err(err.Error())
+				}
 			}
 		case "host_id_fallback_timeout":
 			dur, err := parseDuration(d, "host_id_fallback_timeout")

@@ -5,6 +5,7 @@ package caddymodule
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,12 +217,21 @@ func validateHostID(host string) error {
 		return fmt.Errorf("host_id %q must be a bare host name or IP address", host)
 	}
 	if strings.HasPrefix(host, "[") {
-		if !strings.HasSuffix(host, "]") {
-			return fmt.Errorf("host_id %q: unterminated IPv6 literal", host)
+		if inner, ok := strings.CutSuffix(host, "]"); ok {
+			if ip := net.ParseIP(inner[1:]); ip != nil && ip.To4() == nil {
+				return nil
+			}
+			return fmt.Errorf("host_id %q is not a bracketed IPv6 address", host)
 		}
-		return nil
+		if _, _, err := net.SplitHostPort(host); err == nil {
+			return fmt.Errorf("host_id %q must not include a port; every node serves the same port", host)
+		}
+		return fmt.Errorf("host_id %q is not a bracketed IPv6 address", host)
 	}
-	if strings.Count(host, ":") == 1 {
+	if strings.Contains(host, ":") {
+		if ip := net.ParseIP(host); ip != nil {
+			return nil
+		}
 		return fmt.Errorf("host_id %q must not include a port; every node serves the same port", host)
 	}
 	return nil
