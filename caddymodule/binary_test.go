@@ -24,9 +24,14 @@ var (
 	binaryErr  error
 )
 
-// caddyBinary builds Caddy with this module once per test run.
+// caddyBinary returns the Caddy binary the process tests run: the one
+// named by $CADDY_BITS_BINARY (such as the xcaddy build), or else one built
+// from ./cmd/caddy once per test run.
 func caddyBinary(t testing.TB) string {
 	t.Helper()
+	if p := os.Getenv("CADDY_BITS_BINARY"); p != "" {
+		return p
+	}
 	binaryOnce.Do(func() {
 		binaryDir, binaryErr = os.MkdirTemp("", "caddy-bits-bin-")
 		if binaryErr != nil {

@@ -48,6 +48,9 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *pro
 		zap.String("session_id", string(sess.ID())),
 		zap.String("destination", sess.State().Destination()),
 		zap.String("remote_ip", remoteIP(r)))
+	// Status 200, not 201: MSDN lists 201 Created as a success too, but
+	// [MC-BUP] sends BITS-Protocol only with 200, IIS answers 200, and some
+	// Windows 10 clients reject a 201.
 	ack := protocol.Ack{
 		Protocol:               proto,
 		SessionID:              sess.ID(),
@@ -67,6 +70,9 @@ func destinationAck(err error) *protocol.Error {
 	case errors.Is(err, session.ErrDestinationIsDir):
 		return protocol.BadRequest("destination is a directory")
 	case errors.Is(err, session.ErrDestinationExists):
+		// 403, not the 409 MSDN's Ack page lists: [MC-BUP] says 403, and
+		// clients retry a 409 as transient, so a permanent condition would
+		// be retried until the job's no-progress timeout.
 		return protocol.Errorf(http.StatusForbidden, protocol.EAccessDenied, "destination exists and allow_overwrite is off")
 	case errors.Is(err, session.ErrInvalidDestination):
 		return protocol.BadRequest("%v", err)

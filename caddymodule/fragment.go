@@ -105,6 +105,12 @@ func (h *Handler) finalAck(w http.ResponseWriter, r *http.Request, pkt *protocol
 
 // finish settles a complete session: it commits the upload to its
 // destination and records the final Ack durably.
+//
+// The commit happens here, with the last byte, and not at Close-Session as
+// [MC-BUP] 3.2.5.2.7 has it: MSDN (IBackgroundCopyJob::Complete,
+// Cancel-Session) says the file is in place once the last fragment is
+// acknowledged, clients may never send Close-Session, and a Close-Session
+// that only cleans up can be repeated safely.
 func (h *Handler) finish(r *http.Request, sess *session.Session) (session.FinalInfo, *protocol.Error, error) {
 	if err := sess.Commit(h.AllowOverwrite); err != nil {
 		if perr := destinationAck(err); perr != nil {

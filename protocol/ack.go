@@ -46,6 +46,8 @@ func WriteAck(w http.ResponseWriter, a Ack) {
 	h := w.Header()
 	SetHeader(h, HeaderPacketType, "Ack")
 	SetHeader(h, "Content-Length", "0")
+	// IIS leaves BITS-Session-Id out of fragment Acks, but [MC-BUP] requires
+	// it on a successful one; it is harmless elsewhere.
 	if a.SessionID != "" {
 		SetHeader(h, HeaderSessionID, a.SessionID.Wire())
 	}
@@ -71,6 +73,9 @@ func WriteAck(w http.ResponseWriter, a Ack) {
 	if status == 0 {
 		status = http.StatusOK
 	}
+	// The header is BITS-Error-Code, as MSDN, IIS and every known client
+	// spell it; [MC-BUP]'s prose calls it BITS-Error. A 416 carries no code
+	// (the protocol table lists 0, and Windows servers omit it).
 	if (status < 200 || status > 299) && a.Code != SOK {
 		SetHeader(h, HeaderErrorCode, a.Code.String())
 		if a.Context != ContextNone {

@@ -125,8 +125,14 @@ const (
 
 // ClassifyFragment applies the fragment decision table ([MC-BUP] 3.2.5.2.6
 // with the overlap recommendation of MSDN's Fragment page) to a range that
-// [ParseContentRange] accepted and whose total matches the session's. For
-// Append it also returns how many leading bytes of the body are already
+// [ParseContentRange] accepted and whose total matches the session's.
+//
+// An overlapping fragment is appended (its new tail written, 200), where
+// [MC-BUP]'s literal rule would answer 416. Windows clients treat both
+// alike and adopt the offset they are given; appending saves the client a
+// round trip and a resend, and never rewrites a byte already held.
+//
+// For Append it also returns how many leading bytes of the body are already
 // held and must be skipped.
 func ClassifyFragment(received int64, r Range) (action FragmentAction, skip int64) {
 	switch {

@@ -53,7 +53,9 @@ var bitsRequestHeaders = []string{
 //     so the client starts over.
 //
 // Every violation is 400 with E_INVALIDARG except the malformed session id
-// (500, BG_E_SESSION_NOT_FOUND).
+// (500, BG_E_SESSION_NOT_FOUND). A missing length is 400 too, not the 411
+// [MC-BUP] suggests: Windows servers answer 400, and clients treat both as
+// fatal.
 func ParseRequest(r *http.Request) (*Packet, *Error) {
 	for _, name := range bitsRequestHeaders {
 		if v, _ := GetHeader(r.Header, name); len(v) > MaxHeaderValueLength {

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every check of the project on a fresh machine that has Go: formatting,
+# go vet, all tests with the race detector, a bounded run of every fuzz
+# target, and the xcaddy build with the binary-level tests run against it.
+#
+# Environment: FUZZTIME (default 20s) bounds each fuzz target; SKIP_XCADDY=1
+# skips the xcaddy build.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+fuzztime="${FUZZTIME:-20s}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "gofmt"
+unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+
+step "go vet"
+go vet ./...
+
+step "go test -race"
+go test -race -count=1 -timeout 40m ./...
+
+step "fuzz (${fuzztime} per target)"
+for pkg in $(go list ./...); do
+	dir="$(go list -f '{{.Dir}}' "$pkg")"
+	for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+		echo "-- $pkg $target"
+		go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 5s
+	done
+done
+
+if [ "${SKIP_XCADDY:-}" != 1 ]; then
+	step "xcaddy build"
+	OUTPUT="$PWD/caddy" ./xcaddy.sh
+	./caddy adapt --config Caddyfile.example >/dev/null
+	step "binary tests against the xcaddy build"
+	CADDY_BITS_BINARY="$PWD/caddy" go test -count=1 -timeout 20m -run 'Binary|Kill|Example' ./caddymodule
+fi
+
+step "all checks passed"
