@@ -1,10 +1,12 @@
 package caddymodule
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -33,6 +35,13 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allow_overwrite
 //		host_id <host>
 //		host_id_fallback_timeout <duration>
+//		notify <url> {
+//			type value|reference
+//			timeout <duration>
+//			header <name> <value>
+//			max_reply_size <size>
+//			transport <module> { ... }
+//		}
 //	}
 //
 // Sizes accept units such as 10MiB or 1GB; durations accept Caddy's
@@ -53,24 +62,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 		case "max_size":
-			var v string
-			if !d.AllArgs(&v) {
-				return d.ArgErr()
+			size, err := parseSize(d, "max_size")
+			if err != nil {
+				return err
 			}
-			size, err := humanize.ParseBytes(v)
-			switch {
-			case err != nil && strings.HasPrefix(v, "-"):
-				return d.Errf("max_size must be positive, got %q", v)
-			case err != nil && strings.Contains(err.Error(), "too large"):
-				return d.Errf("max_size %q is too large", v)
-			case err != nil:
-				return d.Errf("max_size %q is not a size such as 500MB or 10GiB", v)
-			case size == 0:
-				return d.Errf("max_size must be positive, got %q", v)
-			case size > 1<<62:
-				return d.Errf("max_size %q is too large", v)
-			}
-			h.MaxSize = int64(size)
+			h.MaxSize = size
 		case "session_timeout":
 			dur, err := parseDuration(d, "session_timeout")
 			if err != nil {
@@ -97,11 +93,115 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.HostIDFallbackTimeout = dur
+		case "notify":
+			if h.Notify != nil {
+				return d.Err("notify already specified")
+			}
+			n, err := parseNotify(d)
+			if err != nil {
+				return err
+			}
+			h.Notify = n
 		default:
 			return d.Errf("unrecognized bits_upload subdirective %q", d.Val())
 		}
 	}
 	return nil
+}
+
+// parseNotify reads a notify subdirective and its block:
+//
+//	notify <url> {
+//		type value|reference
+//		timeout <duration>
+//		header <name> <value>
+//		max_reply_size <size>
+//		transport <module> { ... }
+//	}
+func parseNotify(d *caddyfile.Dispenser) (*Notify, error) {
+	n := new(Notify)
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	n.URL = d.Val()
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "type":
+			if !d.AllArgs(&n.Type) {
+				return nil, d.ArgErr()
+			}
+			if n.Type != notifyByValue && n.Type != notifyByReference {
+				return nil, d.Errf("notify type must be %q or %q, got %q", notifyByValue, notifyByReference, n.Type)
+			}
+		case "timeout":
+			dur, err := parseDuration(d, "notify timeout")
+			if err != nil {
+				return nil, err
+			}
+			n.Timeout = dur
+		case "header":
+			var name, value string
+			if !d.AllArgs(&name, &value) {
+				return nil, d.ArgErr()
+			}
+			if n.Headers == nil {
+				n.Headers = make(http.Header)
+			}
+			n.Headers.Add(name, value)
+		case "max_reply_size":
+			size, err := parseSize(d, "max_reply_size")
+			if err != nil {
+				return nil, err
+			}
+			n.MaxReplySize = size
+		case "transport":
+			if n.TransportRaw != nil {
+				return nil, d.Err("notify transport already specified")
+			}
+			if !d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			name := d.Val()
+			modID := "http.reverse_proxy.transport." + name
+			unm, err := caddyfile.UnmarshalModule(d, modID)
+			if err != nil {
+				return nil, err
+			}
+			if _, ok := unm.(http.RoundTripper); !ok {
+				return nil, d.Errf("module %s is not an HTTP transport", modID)
+			}
+			n.TransportRaw = caddyconfig.JSONModuleObject(unm, "protocol", name, nil)
+		default:
+			return nil, d.Errf("unrecognized notify subdirective %q", d.Val())
+		}
+	}
+	return n, nil
+}
+
+// parseSize reads the single positive size argument of a subdirective,
+// such as 10MiB or 1GB.
+func parseSize(d *caddyfile.Dispenser, name string) (int64, error) {
+	var v string
+	if !d.AllArgs(&v) {
+		return 0, d.ArgErr()
+	}
+	size, err := humanize.ParseBytes(v)
+	switch {
+	case err != nil && strings.HasPrefix(v, "-"):
+		return 0, d.Errf("%s must be positive, got %q", name, v)
+	case err != nil && strings.Contains(err.Error(), "too large"):
+		return 0, d.Errf("%s %q is too large", name, v)
+	case err != nil:
+		return 0, d.Errf("%s %q is not a size such as 500MB or 10GiB", name, v)
+	case size == 0:
+		return 0, d.Errf("%s must be positive, got %q", name, v)
+	case size > 1<<62:
+		return 0, d.Errf("%s %q is too large", name, v)
+	}
+	return int64(size), nil
 }
 
 // parseDuration reads the single positive duration argument of a

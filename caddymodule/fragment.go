@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"net/http"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -103,8 +104,13 @@ func (h *Handler) finalAck(w http.ResponseWriter, r *http.Request, pkt *protocol
 	})
 }
 
-// finish settles a complete session: it commits the upload to its
-// destination and records the final Ack durably.
+// finish settles a complete session, once: it notifies the server
+// application if one is configured, commits the upload to its destination
+// (always without a notification, on request with one), and records the
+// final Ack durably. Each step's outcome is recorded before the next, so a
+// retried final fragment, or one after a restart, redoes only what did not
+// succeed: a commit refused because the destination exists never causes a
+// second notification.
 //
 // The commit happens here, with the last byte, and not at Close-Session as
 // [MC-BUP] 3.2.5.2.7 has it: MSDN (IBackgroundCopyJob::Complete,
@@ -112,21 +118,57 @@ func (h *Handler) finalAck(w http.ResponseWriter, r *http.Request, pkt *protocol
 // acknowledged, clients may never send Close-Session, and a Close-Session
 // that only cleans up can be repeated safely.
 func (h *Handler) finish(r *http.Request, sess *session.Session) (session.FinalInfo, *protocol.Error, error) {
-	if err := sess.Commit(h.AllowOverwrite); err != nil {
-		if perr := destinationAck(err); perr != nil {
-			return session.FinalInfo{}, perr, nil
+	info, decided := sess.Final()
+	if !decided {
+		if h.Notify == nil {
+			info = session.FinalInfo{Commit: true}
+		} else {
+			start := time.Now()
+			var perr *protocol.Error
+			var err error
+			info, perr, err = h.deliver(r, sess)
+			if perr != nil || err != nil {
+				h.logger.Warn("notification failed",
+					zap.String("session_id", string(sess.ID())),
+					zap.Duration("duration", time.Since(start)),
+					zap.String("reason", errorText(perr, err)))
+				return info, perr, err
+			}
+			if err := sess.SetFinal(info); err != nil {
+				return info, nil, err
+			}
+			h.logger.Info("upload delivered to the server application",
+				zap.String("session_id", string(sess.ID())),
+				zap.Duration("duration", time.Since(start)),
+				zap.Bool("copy_to_destination", info.Commit),
+				zap.String("reply_url", info.ReplyURL),
+				zap.Int64("reply_size", info.ReplySize))
 		}
-		return session.FinalInfo{}, nil, err
 	}
-	info := session.FinalInfo{}
+	if info.Commit {
+		if err := sess.Commit(h.AllowOverwrite); err != nil {
+			if perr := destinationAck(err); perr != nil {
+				return info, perr, nil
+			}
+			return info, nil, err
+		}
+		st := sess.State()
+		h.logger.Info("upload committed",
+			zap.String("session_id", string(st.ID)),
+			zap.String("destination", st.Destination()),
+			zap.Int64("size", st.Total),
+			zap.String("sha256", hexDigest(st.Digest)))
+	}
 	if err := sess.Finish(info); err != nil {
 		return info, nil, err
 	}
-	st := sess.State()
-	h.logger.Info("upload committed",
-		zap.String("session_id", string(st.ID)),
-		zap.String("destination", st.Destination()),
-		zap.Int64("size", st.Total),
-		zap.String("sha256", hexDigest(st.Digest)))
+	if h.Notify != nil {
+		// The application has the upload (and it is committed if it
+		// asked), so its data file can go now; the reply stays until the
+		// session ends.
+		if err := sess.DiscardData(); err != nil {
+			h.logger.Warn("deleting delivered upload", zap.String("session_id", string(sess.ID())), zap.Error(err))
+		}
+	}
 	return info, nil, nil
 }

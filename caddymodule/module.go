@@ -87,6 +87,13 @@ type Handler struct {
 	// BITSHostIdFallbackTimeout).
 	HostIDFallbackTimeout caddy.Duration `json:"host_id_fallback_timeout,omitempty"`
 
+	// Hands every completed upload to a server application over HTTP, by
+	// value or by reference, and serves the application's reply to the
+	// client (upload-reply jobs). With it, an upload is placed at its
+	// destination only when the application asks for that. Default: none;
+	// every upload is placed at its destination.
+	Notify *Notify `json:"notify,omitempty"`
+
 	store      *session.Store
 	storeKey   string
 	staticRoot string // absolute root when Root has no placeholders
@@ -150,6 +157,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.hostID = repl.ReplaceKnown(h.HostID, "")
 
+	if h.Notify != nil {
+		if err := h.Notify.provision(ctx); err != nil {
+			return err
+		}
+	}
+
 	store, err := acquireStore(dir, time.Duration(h.SessionTimeout))
 	if err != nil {
 		return err
@@ -174,12 +187,20 @@ func (h *Handler) Validate() error {
 			return err
 		}
 	}
+	if h.Notify != nil {
+		if err := h.Notify.validate(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
 // Cleanup releases the handler's reference to its session store. The
 // store stays open while another config uses it.
 func (h *Handler) Cleanup() error {
+	if h.Notify != nil {
+		h.Notify.cleanup()
+	}
 	if h.storeKey != "" {
 		_, err := stores.Delete(h.storeKey)
 		h.storeKey = ""

@@ -13,10 +13,14 @@ import (
 	"github.com/caddy-bits/caddy-bits/session"
 )
 
-// ServeHTTP answers BITS_POST requests with BITS Acks and passes every
-// other request to the next handler.
+// ServeHTTP answers BITS_POST requests with BITS Acks, serves the replies
+// of upload-reply sessions, and passes every other request to the next
+// handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if r.Method != protocol.Method {
+		if id, ok := replyID(r); ok {
+			return h.serveReply(w, r, id)
+		}
 		return next.ServeHTTP(w, r)
 	}
 	pkt, perr := protocol.ParseRequest(r)

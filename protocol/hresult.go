@@ -156,6 +156,13 @@ func Errorf(status int, code HRESULT, format string, args ...any) *Error {
 	return &Error{Status: status, Code: code, Context: ContextRemoteFile, Msg: fmt.Sprintf(format, args...)}
 }
 
+// App marks the error as raised by the server application behind the
+// notification (context 0x7) and returns it.
+func (e *Error) App() *Error {
+	e.Context = ContextRemoteApplication
+	return e
+}
+
 // BadRequest returns the 400 E_INVALIDARG error every protocol violation
 // gets.
 func BadRequest(format string, args ...any) *Error {

@@ -69,6 +69,10 @@ func (s *Store) recoverOne(dir string, id protocol.SessionID) (*Session, error) 
 	default:
 		return nil, err
 	}
+	if st.DataDiscarded && st.Finished && size == 0 {
+		// The data was deleted on purpose after the session finished.
+		size = st.Total
+	}
 	if st.Total >= 0 && size > st.Total {
 		return nil, fmt.Errorf("data file holds %d bytes, more than the upload's %d", size, st.Total)
 	}

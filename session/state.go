@@ -52,10 +52,15 @@ type State struct {
 	Digest []byte `json:"digest,omitempty"`
 	// Committed is set once the upload was placed at its destination.
 	Committed bool `json:"committed,omitempty"`
-	// Finished is set once the final Ack is settled (committed, or
-	// delivered to the server application); Final is that Ack's data.
+	// Final is the outcome of finishing the session, recorded as soon as
+	// it is decided (for a notification: once the server application
+	// answered), so that it is never decided twice. Finished is set once
+	// everything it asks for is done and the final Ack is settled.
 	Finished bool       `json:"finished,omitempty"`
 	Final    *FinalInfo `json:"final,omitempty"`
+	// DataDiscarded is set once the data file was deleted after the
+	// session finished; Received then stays at Total.
+	DataDiscarded bool `json:"data_discarded,omitempty"`
 }
 
 // FinalInfo is what the final Ack of a finished session carries, cached so
@@ -67,8 +72,12 @@ type FinalInfo struct {
 	// ReplyStatic is true when ReplyURL points elsewhere (a static
 	// response URL) rather than at the session's reply file.
 	ReplyStatic bool `json:"reply_static,omitempty"`
-	// ReplyModified is the time the reply file was stored.
+	// ReplyModified is the time the reply file was stored, and ReplySize
+	// its length.
 	ReplyModified time.Time `json:"reply_modified,omitempty"`
+	ReplySize     int64     `json:"reply_size,omitempty"`
+	// Commit is set when the upload is to be placed at its destination.
+	Commit bool `json:"commit,omitempty"`
 }
 
 // Complete reports whether every byte of the upload is held.
