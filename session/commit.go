@@ -86,7 +86,10 @@ func (s *Session) Commit(overwrite bool) error {
 	if !st.Complete() {
 		return ErrIncomplete
 	}
-	f, err := os.OpenFile(s.DataPath(), os.O_RDWR|os.O_CREATE, 0o644)
+	if st.DataDiscarded {
+		return errors.New("committing a session whose data was discarded")
+	}
+	f, err := os.OpenFile(s.DataPath(), os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("opening data file: %w", err)
 	}

@@ -28,6 +28,9 @@ var (
 	// ErrBodyIncomplete means the request body ended before the declared
 	// length; the bytes that did arrive are kept.
 	ErrBodyIncomplete = errors.New("request body ended early")
+	// ErrLimitReached means the session's owner already has as many
+	// sessions as allowed.
+	ErrLimitReached = errors.New("too many open sessions for this user")
 	// ErrStoreClosed means the store was shut down.
 	ErrStoreClosed = errors.New("session store is closed")
 )

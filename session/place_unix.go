@@ -71,6 +71,9 @@ func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) error {
 			_ = unix.Unlinkat(dfd, tmpName, 0)
 			return fmt.Errorf("moving upload into place: %w", err)
 		}
+		// Renaming a link over another link to the same file (a commit
+		// repeated after a crash) succeeds without removing the source.
+		_ = unix.Unlinkat(dfd, tmpName, 0)
 	}
 	return syncFile(d)
 }

@@ -70,11 +70,7 @@ func (s *Store) Reap() int {
 		}
 		sess.Unlock()
 	}
-	ttl := s.opts.TombstoneTTL
-	if ttl < s.Timeout() {
-		ttl = s.Timeout()
-	}
-	if err := s.tombstones.expire(now.Add(-ttl)); err != nil {
+	if err := s.tombstones.expire(now.Add(-s.tombstoneTTL())); err != nil {
 		s.logger.Warn("compacting closed-session log", zap.Error(err))
 	}
 	return n

@@ -39,6 +39,7 @@ func (s *Store) recover() error {
 			continue
 		}
 		s.sessions[id] = sess
+		s.owners[sess.st.Owner()]++
 	}
 	if len(s.sessions) > 0 {
 		s.logger.Info("recovered upload sessions", zap.String("dir", s.dir), zap.Int("sessions", len(s.sessions)))

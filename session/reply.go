@@ -129,7 +129,9 @@ func (s *Session) DiscardData() error {
 		return nil
 	}
 	s.update(func(st *State) { st.DataDiscarded = true })
-	if err := s.persist(false); err != nil {
+	// Durable first: a state that still expects the data file, after the
+	// file is gone, would make recovery reopen a delivered upload.
+	if err := s.persist(true); err != nil {
 		return err
 	}
 	if err := os.Remove(s.DataPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {

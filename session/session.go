@@ -160,8 +160,9 @@ type WriteResult struct {
 //
 // body must yield exactly rng.Len() bytes. If it ends early, the bytes
 // that arrived are kept and the error wraps ErrBodyIncomplete. A write
-// failure (such as a full disk) leaves the data file as it was before the
-// fragment. The caller holds the request lock.
+// failure (such as a full disk) keeps the bytes of the fragment written
+// before it and drops the failed buffer's, so the data file's size is
+// always the number of bytes held. The caller holds the request lock.
 func (s *Session) Write(rng protocol.Range, body io.Reader) (WriteResult, error) {
 	st := s.State()
 	if s.Gone() {

@@ -27,8 +27,8 @@ type State struct {
 	// URL is the absolute URL the session was created at (the job's
 	// remote name).
 	URL string `json:"url,omitempty"`
-	// User is the authenticated user, or the client address when there
-	// was none; Client is the client address.
+	// User is the authenticated user who created the session, if any;
+	// Client is the address of the client that created it.
 	User   string `json:"user,omitempty"`
 	Client string `json:"client,omitempty"`
 
@@ -78,6 +78,15 @@ type FinalInfo struct {
 	ReplySize     int64     `json:"reply_size,omitempty"`
 	// Commit is set when the upload is to be placed at its destination.
 	Commit bool `json:"commit,omitempty"`
+}
+
+// Owner returns who the session counts against in per-user limits: its
+// authenticated user, or its client address when there was none.
+func (s State) Owner() string {
+	if s.User != "" {
+		return "user:" + s.User
+	}
+	return "ip:" + s.Client
 }
 
 // Complete reports whether every byte of the upload is held.

@@ -26,7 +26,8 @@ type Options struct {
 	Timeout time.Duration
 	// TombstoneTTL is how long the ids of closed and cancelled sessions
 	// are remembered, so a repeated Close-Session or Cancel-Session gets
-	// 200. Default: Timeout, but at least one hour.
+	// 200. Default: the session timeout (as later changed by SetTimeout),
+	// but at least one hour.
 	TombstoneTTL time.Duration
 	// MaxTombstones bounds the number of remembered ids; the oldest are
 	// forgotten first. Default: 1,000,000.
@@ -88,6 +89,7 @@ type Store struct {
 
 	mu         sync.RWMutex
 	sessions   map[protocol.SessionID]*Session
+	owners     map[string]int // open sessions per State.Owner
 	tombstones *tombstones
 	closed     bool
 
@@ -106,9 +108,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	if opts.TombstoneTTL <= 0 {
-		opts.TombstoneTTL = max(opts.Timeout, time.Hour)
-	}
+
 	if opts.MaxTombstones <= 0 {
 		opts.MaxTombstones = 1_000_000
 	}
@@ -132,6 +132,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		bootID:      bootID(),
 		now:         opts.Now,
 		sessions:    make(map[protocol.SessionID]*Session),
+		owners:      make(map[string]int),
 		reaperStop:  make(chan struct{}),
 		reaperDone:  make(chan struct{}),
 		reaperKick:  make(chan struct{}, 1),
@@ -145,7 +146,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("locking session directory %s: %w", s.dir, err)
 	}
 	s.dirLock = lock
-	ts, err := openTombstones(filepath.Join(s.dir, "closed.log"), opts.MaxTombstones, s.now().Add(-opts.TombstoneTTL))
+	ts, err := openTombstones(filepath.Join(s.dir, "closed.log"), opts.MaxTombstones, s.now().Add(-s.tombstoneTTL()))
 	if err != nil {
 		_ = s.dirLock.Close()
 		return nil, err
@@ -175,6 +176,14 @@ func (s *Store) SetTimeout(d time.Duration) {
 		default:
 		}
 	}
+}
+
+// tombstoneTTL returns how long closed session ids are remembered.
+func (s *Store) tombstoneTTL() time.Duration {
+	if s.opts.TombstoneTTL > 0 {
+		return s.opts.TombstoneTTL
+	}
+	return max(s.Timeout(), time.Hour)
 }
 
 // Timeout returns the idle timeout of the store's sessions.
@@ -210,6 +219,9 @@ type CreateInfo struct {
 	// User and Client identify who created the session.
 	User   string
 	Client string
+	// MaxPerOwner, when positive, is how many open sessions the owner (see
+	// State.Owner) may have; Create fails with ErrLimitReached beyond it.
+	MaxPerOwner int
 }
 
 // Create makes a new session with a fresh random id.
@@ -236,17 +248,31 @@ func (s *Store) Create(info CreateInfo) (*Session, error) {
 			User: info.User, Client: info.Client,
 			Created: now, LastActivity: now, Total: -1, BootID: s.bootID,
 		}
+		// Reserve the owner's slot first, so that concurrent creates
+		// cannot overshoot the limit.
+		owner := st.Owner()
+		s.mu.Lock()
+		switch {
+		case s.closed:
+			s.mu.Unlock()
+			_ = os.Remove(dir)
+			return nil, ErrStoreClosed
+		case info.MaxPerOwner > 0 && s.owners[owner] >= info.MaxPerOwner:
+			s.mu.Unlock()
+			_ = os.Remove(dir)
+			return nil, ErrLimitReached
+		}
+		s.owners[owner]++
+		s.mu.Unlock()
 		if err := writeState(dir, st, false); err != nil {
 			_ = os.RemoveAll(dir)
+			s.mu.Lock()
+			s.releaseOwner(owner)
+			s.mu.Unlock()
 			return nil, err
 		}
 		sess := newSession(s, st)
 		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			_ = os.RemoveAll(dir)
-			return nil, ErrStoreClosed
-		}
 		s.sessions[id] = sess
 		s.mu.Unlock()
 		return sess, nil
@@ -259,7 +285,11 @@ func (s *Store) Create(info CreateInfo) (*Session, error) {
 func (s *Store) Get(id protocol.SessionID) (*Session, error) {
 	s.mu.RLock()
 	sess, ok := s.sessions[id]
+	closed := s.closed
 	s.mu.RUnlock()
+	if closed {
+		return nil, ErrStoreClosed
+	}
 	if ok {
 		return sess, nil
 	}
@@ -301,21 +331,33 @@ func (s *Store) Remove(ctx context.Context, id protocol.SessionID, reason Remove
 	return s.remove(sess, reason, true)
 }
 
+// RemoveAcquired is Remove for a session whose request lock the caller
+// already holds (from Acquire); the caller still unlocks it.
+func (s *Store) RemoveAcquired(sess *Session, reason RemoveReason) (State, error) {
+	return s.remove(sess, reason, true)
+}
+
 // remove deletes a session whose request lock the caller holds.
 func (s *Store) remove(sess *Session, reason RemoveReason, tombstone bool) (State, error) {
 	st := sess.State()
+	// Forget the session first, so that nobody finds it half deleted.
+	sess.mu.Lock()
+	sess.gone = true
+	sess.mu.Unlock()
+	s.mu.Lock()
+	if _, ok := s.sessions[sess.id]; ok {
+		delete(s.sessions, sess.id)
+		s.releaseOwner(st.Owner())
+	}
+	s.mu.Unlock()
 	if err := os.RemoveAll(sess.dir); err != nil {
+		// What is left is deleted when the store next opens: a directory
+		// without a readable state is discarded.
 		return st, fmt.Errorf("removing session %s: %w", sess.id, err)
 	}
 	if err := syncDir(s.sessionsDir); err != nil {
 		s.logger.Warn("syncing sessions directory", zap.Error(err))
 	}
-	sess.mu.Lock()
-	sess.gone = true
-	sess.mu.Unlock()
-	s.mu.Lock()
-	delete(s.sessions, sess.id)
-	s.mu.Unlock()
 	if tombstone {
 		if err := s.tombstones.add(sess.id, s.now()); err != nil {
 			s.logger.Warn("recording closed session", zap.String("session_id", string(sess.id)), zap.Error(err))
@@ -342,6 +384,23 @@ func (s *Store) List() []State {
 		return out[i].ID < out[j].ID
 	})
 	return out
+}
+
+// releaseOwner gives back one session of an owner. The caller holds s.mu.
+func (s *Store) releaseOwner(owner string) {
+	if s.owners[owner] <= 1 {
+		delete(s.owners, owner)
+	} else {
+		s.owners[owner]--
+	}
+}
+
+// Owned returns the number of open sessions of an owner (see
+// State.Owner).
+func (s *Store) Owned(owner string) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.owners[owner]
 }
 
 // Len returns the number of sessions in the store.

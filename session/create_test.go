@@ -1,0 +1,214 @@
+package session
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-bits/caddy-bits/protocol"
+)
+
+func TestCreate(t *testing.T) {
+	clock := newFakeClock()
+	store := openStore(t, "", Options{Now: clock.Now})
+	root := t.TempDir()
+	info := CreateInfo{
+		Root: root, Path: "dir/sub/file.bin", URL: "https://example.com/up/dir/sub/file.bin",
+		User: "alice", Client: "192.0.2.7:4444",
+	}
+	sess, err := store.Create(info)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+
+	id := sess.ID()
+	parsed, err := protocol.ParseSessionID(string(id))
+	if err != nil || parsed != id {
+		t.Fatalf("id %q is not canonical: ParseSessionID = %q, %v", id, parsed, err)
+	}
+	if strings.ToLower(string(id)) != string(id) {
+		t.Errorf("id %q is not lower case", id)
+	}
+	if id[15] != '4' {
+		t.Errorf("id %q is not a version 4 GUID", id)
+	}
+
+	dir := filepath.Join(store.Dir(), "active", id.Bare())
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("session directory %s: %v", dir, err)
+	}
+	mustExist(t, filepath.Join(dir, "state.json"))
+	mustNotExist(t, filepath.Join(dir, "data"))
+	if got := sess.DataPath(); got != filepath.Join(dir, "data") {
+		t.Errorf("DataPath = %s, want %s", got, filepath.Join(dir, "data"))
+	}
+	if got := sess.ReplyPath(); got != filepath.Join(dir, "reply") {
+		t.Errorf("ReplyPath = %s", got)
+	}
+
+	check := func(name string, st State) {
+		t.Helper()
+		if st.ID != id || st.Root != root || st.Path != info.Path || st.URL != info.URL ||
+			st.User != info.User || st.Client != info.Client {
+			t.Errorf("%s: identity fields = %+v, want %+v", name, st, info)
+		}
+		if st.Total != -1 || st.Received != 0 {
+			t.Errorf("%s: Total, Received = %d, %d; want -1, 0", name, st.Total, st.Received)
+		}
+		if !st.Created.Equal(clock.Now()) || !st.LastActivity.Equal(clock.Now()) {
+			t.Errorf("%s: Created, LastActivity = %v, %v; want %v", name, st.Created, st.LastActivity, clock.Now())
+		}
+		if st.Complete() || st.Finished || st.Committed || st.Digest != nil {
+			t.Errorf("%s: new session is complete/finished/committed/digested: %+v", name, st)
+		}
+		if want := filepath.Join(root, "dir", "sub", "file.bin"); st.Destination() != want {
+			t.Errorf("%s: Destination = %s, want %s", name, st.Destination(), want)
+		}
+	}
+	check("State()", sess.State())
+	check("state.json", *diskState(t, sess))
+
+	got, err := store.Get(id)
+	if err != nil || got != sess {
+		t.Fatalf("Get(%s) = %p, %v; want %p", id, got, err, sess)
+	}
+	// Get takes the canonical id; a client's upper-case wire form is
+	// canonicalised by ParseSessionID first.
+	wire, err := protocol.ParseSessionID(id.Wire())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := store.Get(wire); err != nil || got != sess {
+		t.Fatalf("Get(parsed wire id) = %p, %v", got, err)
+	}
+	if store.Len() != 1 {
+		t.Errorf("Len = %d, want 1", store.Len())
+	}
+	if _, ok := sess.Finished(); ok {
+		t.Error("new session reports Finished")
+	}
+}
+
+func TestCreateUniqueIDs(t *testing.T) {
+	store := openStore(t, "", Options{})
+	root := t.TempDir()
+	const n = 200
+	seen := make(map[protocol.SessionID]bool)
+	for i := 0; i < n; i++ {
+		sess := create(t, store, root, "f.bin")
+		if seen[sess.ID()] {
+			t.Fatalf("duplicate id %s", sess.ID())
+		}
+		seen[sess.ID()] = true
+	}
+	if store.Len() != n {
+		t.Errorf("Len = %d, want %d", store.Len(), n)
+	}
+	if got := len(entries(t, filepath.Join(store.Dir(), "active"))); got != n {
+		t.Errorf("%d session directories on disk, want %d", got, n)
+	}
+}
+
+func TestCreateInvalid(t *testing.T) {
+	store := openStore(t, "", Options{})
+	root := t.TempDir()
+	tests := []struct {
+		name string
+		info CreateInfo
+	}{
+		{"relative root", CreateInfo{Root: "uploads", Path: "f.bin"}},
+		{"dot-relative root", CreateInfo{Root: "./uploads", Path: "f.bin"}},
+		{"empty root", CreateInfo{Root: "", Path: "f.bin"}},
+		{"empty path", CreateInfo{Root: root, Path: ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sess, err := store.Create(tt.info)
+			if err == nil {
+				t.Fatalf("Create(%+v) = %s, want an error", tt.info, sess.ID())
+			}
+			if n := len(entries(t, filepath.Join(store.Dir(), "active"))); n != 0 {
+				t.Errorf("%d session directories left behind", n)
+			}
+			if store.Len() != 0 {
+				t.Errorf("Len = %d", store.Len())
+			}
+		})
+	}
+}
+
+func TestOpenRelativeDir(t *testing.T) {
+	if s, err := Open("relative/dir", Options{}); err == nil {
+		_ = s.Close()
+		t.Fatal("Open with a relative directory succeeded")
+	}
+	mustNotExist(t, "relative")
+}
+
+func TestOpenLayout(t *testing.T) {
+	dir := t.TempDir()
+	store := openStore(t, dir, Options{})
+	if store.Dir() != dir {
+		t.Errorf("Dir = %s, want %s", store.Dir(), dir)
+	}
+	mustExist(t, filepath.Join(dir, "lock"))
+	mustExist(t, filepath.Join(dir, "closed.log"))
+	if fi, err := os.Stat(filepath.Join(dir, "active")); err != nil || !fi.IsDir() {
+		t.Fatalf("active directory: %v", err)
+	}
+	if store.Timeout() != DefaultTimeout {
+		t.Errorf("Timeout = %v, want %v", store.Timeout(), DefaultTimeout)
+	}
+	store.SetTimeout(time.Hour)
+	if store.Timeout() != time.Hour {
+		t.Errorf("Timeout after SetTimeout(1h) = %v", store.Timeout())
+	}
+	store.SetTimeout(0)
+	if store.Timeout() != DefaultTimeout {
+		t.Errorf("Timeout after SetTimeout(0) = %v, want the default", store.Timeout())
+	}
+}
+
+func TestCreateAfterClose(t *testing.T) {
+	store := openStore(t, "", Options{})
+	if err := store.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := store.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	_, err := store.Create(CreateInfo{Root: t.TempDir(), Path: "f.bin"})
+	if !errors.Is(err, ErrStoreClosed) {
+		t.Fatalf("Create after Close: %v, want ErrStoreClosed", err)
+	}
+	if n := len(entries(t, filepath.Join(store.Dir(), "active"))); n != 0 {
+		t.Errorf("Create after Close left %d directories", n)
+	}
+}
+
+func TestGetUnknown(t *testing.T) {
+	store := openStore(t, "", Options{})
+	id := protocol.NewSessionID([16]byte{1, 2, 3})
+	if _, err := store.Get(id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get unknown = %v, want ErrNotFound", err)
+	}
+	if _, err := store.Acquire(t.Context(), id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Acquire unknown = %v, want ErrNotFound", err)
+	}
+	if _, err := store.Remove(t.Context(), id, RemovedClosed); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Remove unknown = %v, want ErrNotFound", err)
+	}
+}
+
+func TestRemoveReasonString(t *testing.T) {
+	for r, want := range map[RemoveReason]string{
+		RemovedClosed: "closed", RemovedCancelled: "cancelled", RemovedReaped: "reaped", RemoveReason(42): "unknown",
+	} {
+		if got := r.String(); got != want {
+			t.Errorf("RemoveReason(%d).String() = %q, want %q", int(r), got, want)
+		}
+	}
+}
