@@ -28,8 +28,9 @@ func ParseSessionID(s string) (SessionID, error) {
 	return SessionID("{" + g + "}"), nil
 }
 
-// NewSessionID formats 16 random bytes as a version 4 GUID session id.
-// The caller supplies the randomness so this package stays pure.
+// NewSessionID formats 16 random bytes, such as a version 4 UUID, as a
+// session id, setting the version 4 and variant bits. The caller supplies
+// the randomness so this package stays pure.
 func NewSessionID(b [16]byte) SessionID {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80

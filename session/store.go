@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/caddy-bits/caddy-bits/protocol"
@@ -231,11 +231,11 @@ func (s *Store) Create(info CreateInfo) (*Session, error) {
 	}
 	now := s.now()
 	for attempt := 0; ; attempt++ {
-		var b [16]byte
-		if _, err := rand.Read(b[:]); err != nil {
+		u, err := uuid.NewRandom()
+		if err != nil {
 			return nil, fmt.Errorf("creating session id: %w", err)
 		}
-		id := protocol.NewSessionID(b)
+		id := protocol.NewSessionID(u)
 		dir := filepath.Join(s.sessionsDir, id.Bare())
 		if err := os.Mkdir(dir, 0o755); err != nil {
 			if errors.Is(err, fs.ErrExist) && attempt < 3 {
