@@ -11,3 +11,6 @@ func lockDir(path string) (*os.File, error) {
 
 // syncDir is a no-op: directories cannot be fsynced here.
 func syncDir(string) error { return nil }
+
+// linkCount returns 1: commits on this platform copy, never link.
+func linkCount(os.FileInfo) uint64 { return 1 }

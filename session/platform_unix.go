@@ -39,3 +39,11 @@ func syncDir(dir string) error {
 	}
 	return err
 }
+
+// linkCount returns the number of hard links of a file.
+func linkCount(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Nlink) //nolint:unconvert // the field's type differs between platforms
+	}
+	return 1
+}

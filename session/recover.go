@@ -59,10 +59,16 @@ func (s *Store) recoverOne(dir string, id protocol.SessionID) (*Session, error) 
 		return nil, fmt.Errorf("state names session %s", st.ID)
 	}
 	var size int64
+	linked := false
 	fi, err := os.Stat(filepath.Join(dir, dataFile))
 	switch {
 	case err == nil:
 		size = fi.Size()
+		// A data file with another link was committed by hard link, which
+		// happens only after it was fsynced: it is complete and durable,
+		// and it is the destination file itself, so it must never be
+		// truncated or written again.
+		linked = linkCount(fi) > 1
 		if mt := fi.ModTime(); mt.After(st.LastActivity) {
 			st.LastActivity = mt
 		}
@@ -87,7 +93,10 @@ func (s *Store) recoverOne(dir string, id protocol.SessionID) (*Session, error) 
 		st.Digest = nil
 	}
 	rewrite := false
-	if st.BootID != "" && s.bootID != "" && st.BootID != s.bootID {
+	if linked && st.Total >= 0 && size == st.Total {
+		st.Committed = true
+	}
+	if st.BootID != "" && s.bootID != "" && st.BootID != s.bootID && !linked {
 		// The machine restarted since these bytes were written, so only
 		// the checkpointed prefix is known to have reached the disk.
 		if size > st.HashOffset {

@@ -14,14 +14,18 @@ var ErrReplyTooLarge = errors.New("reply is larger than allowed")
 
 // SetFinal durably records how the session is to be finished, before that
 // work is done, so that work already done (a notification) is never
-// repeated after a failure or a restart. The caller holds the request
-// lock.
+// repeated after a failure, a restart or a power loss: the upload is
+// checkpointed durably together with the record. The caller holds the
+// request lock.
 func (s *Session) SetFinal(info FinalInfo) error {
 	if !s.State().Complete() {
 		return ErrIncomplete
 	}
 	s.update(func(st *State) { st.Final = &info })
-	return s.persist(true)
+	if s.State().DataDiscarded {
+		return s.persist(true)
+	}
+	return s.syncComplete()
 }
 
 // Final returns the recorded outcome of finishing the session, if any.

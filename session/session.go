@@ -326,9 +326,39 @@ func (s *Session) checkpoint(f *os.File) error {
 }
 
 // complete finishes the hash of a complete upload and checkpoints it.
+//
+// Nothing is fsynced here: the checkpoint stays where it was, and the
+// digest is recorded with an ordinary state update. What needs the upload
+// on disk makes it durable itself: Commit fsyncs the data before linking
+// it into place, and SetFinal takes a durable checkpoint before recording
+// a notification's outcome. A small upload thus costs no fsync beyond the
+// commit's.
 func (s *Session) complete() error {
 	st := s.State()
+	// An empty upload has no data file yet.
 	f, err := os.OpenFile(s.DataPath(), os.O_WRONLY|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening data file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("creating data file: %w", err)
+	}
+	if err := s.catchUpHash(st.Total); err != nil {
+		return err
+	}
+	sum := s.hasher.Sum(nil)
+	s.update(func(st *State) { st.Digest = sum })
+	return s.persist(false)
+}
+
+// syncComplete takes a durable checkpoint of a complete upload, so that
+// neither a restart nor a power loss can rewind it.
+func (s *Session) syncComplete() error {
+	st := s.State()
+	if st.DataDiscarded {
+		return nil
+	}
+	f, err := os.OpenFile(s.DataPath(), os.O_WRONLY, 0)
 	if err != nil {
 		return fmt.Errorf("opening data file: %w", err)
 	}
@@ -336,8 +366,6 @@ func (s *Session) complete() error {
 	if err := s.catchUpHash(st.Total); err != nil {
 		return err
 	}
-	sum := s.hasher.Sum(nil)
-	s.update(func(st *State) { st.Digest = sum })
 	return s.checkpoint(f)
 }
 
@@ -349,9 +377,12 @@ func (s *Session) Digest() []byte {
 	return append([]byte(nil), s.st.Digest...)
 }
 
-// Finish records the final Ack of the session durably, so that a repeated
-// final fragment, even after a restart, gets the same answer without the
-// work being done again. The caller holds the request lock.
+// Finish records the final Ack of the session, so that a repeated final
+// fragment, even after a restart, gets the same answer without the work
+// being done again. The record is not fsynced: what it stands for is
+// durable already (a commit, or the outcome SetFinal recorded), and after
+// a power loss that lost it, finishing again is idempotent. The caller
+// holds the request lock.
 func (s *Session) Finish(info FinalInfo) error {
 	if !s.State().Complete() {
 		return ErrIncomplete
@@ -360,7 +391,7 @@ func (s *Session) Finish(info FinalInfo) error {
 		st.Finished = true
 		st.Final = &info
 	})
-	return s.persist(true)
+	return s.persist(false)
 }
 
 // Finished returns the cached final Ack data and whether the session is

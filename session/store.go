@@ -355,8 +355,11 @@ func (s *Store) remove(sess *Session, reason RemoveReason, tombstone bool) (Stat
 		// without a readable state is discarded.
 		return st, fmt.Errorf("removing session %s: %w", sess.id, err)
 	}
-	if err := syncDir(s.sessionsDir); err != nil {
-		s.logger.Warn("syncing sessions directory", zap.Error(err))
+	if reason == RemovedCancelled {
+		// A cancelled upload is to be gone for good, power loss or not.
+		if err := syncDir(s.sessionsDir); err != nil {
+			s.logger.Warn("syncing sessions directory", zap.Error(err))
+		}
 	}
 	if tombstone {
 		if err := s.tombstones.add(sess.id, s.now()); err != nil {
