@@ -28,22 +28,30 @@
 //     data file's size is trusted. The server never reports fewer bytes
 //     than it acknowledged before the crash.
 //   - Power loss or kernel crash: bytes that were never fsynced may be lost
-//     or, on some file systems, read back as zeros. Every checkpoint fsyncs
-//     the data file before it records the checkpointed length, the SHA-256
-//     state and the boot id in state.json. When the store opens a session
-//     whose checkpoint carries another boot id than the running kernel's,
-//     it truncates the data file to the checkpointed length, which is
-//     known to be durable. The upload rewinds but never serves corrupt
-//     data. A checkpoint is taken every CheckpointBytes (64 MiB by
-//     default) and CheckpointInterval (30 s by default) of new data, and
-//     when the upload completes.
-//   - Commit fsyncs the data file, links (or copies, fsyncs and renames)
-//     it into place and fsyncs the destination directory, so an upload
-//     that was acknowledged as complete survives power loss.
-//   - Session creation and metadata updates other than checkpoints are not
-//     fsynced. After a power loss such a session may be missing or have an
-//     unreadable state file; it is then discarded, and the client's next
-//     packet gets BG_E_SESSION_NOT_FOUND and starts over.
+//     or, on some file systems, read back as zeros. A checkpoint fsyncs the
+//     data file and then records the checkpointed length, the SHA-256 state
+//     and the kernel's boot id in state.json, durably. When the store opens
+//     a session whose state carries another boot id than the running
+//     kernel's, it truncates the data file to the checkpointed length,
+//     which is known to be durable: the upload rewinds but never serves
+//     corrupt data. A checkpoint is taken after every CheckpointBytes
+//     (64 MiB by default) and CheckpointInterval (30 s by default) of new
+//     data, so a large upload rewinds by at most that much.
+//   - Commit fsyncs the data file, links it into place (or copies, fsyncs
+//     and renames it, across file systems) and fsyncs the destination
+//     directory before the final Ack, so an upload acknowledged as complete
+//     survives power loss. A data file with a second hard link is such a
+//     committed file: recovery never truncates it.
+//   - Recording a notification's outcome checkpoints the whole upload
+//     durably first, so the outcome is never lost or re-delivered after a
+//     power loss. Cancel fsyncs the removal of the session's files.
+//   - Everything else (session creation, the total length, completion,
+//     Finish, Close) is an ordinary state update, without fsync, so a
+//     small upload costs two fsyncs, both in its commit. After a power loss
+//     such a session may be missing, have an unreadable state file, or look
+//     a step less far along; an unreadable one is discarded (its client gets
+//     BG_E_SESSION_NOT_FOUND and starts over), and redoing a step is
+//     idempotent.
 //
 // Where the boot id cannot be read (systems other than Linux), every
 // restart is treated as a process crash.
