@@ -35,6 +35,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allow_overwrite
 //		host_id <host>
 //		host_id_fallback_timeout <duration>
+//		max_sessions_per_user <n>
+//		min_free_space <size>
+//		disable_metrics
 //		notify <url> {
 //			type value|reference
 //			timeout <duration>
@@ -93,6 +96,27 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return err
 			}
 			h.HostIDFallbackTimeout = dur
+		case "max_sessions_per_user":
+			var v string
+			if !d.AllArgs(&v) {
+				return d.ArgErr()
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return d.Errf("max_sessions_per_user must be a positive integer, got %q", v)
+			}
+			h.MaxSessionsPerUser = n
+		case "min_free_space":
+			size, err := parseSize(d, "min_free_space")
+			if err != nil {
+				return err
+			}
+			h.MinFreeSpace = size
+		case "disable_metrics":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.DisableMetrics = true
 		case "notify":
 			if h.Notify != nil {
 				return d.Err("notify already specified")

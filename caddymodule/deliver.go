@@ -25,28 +25,34 @@ const digestHeader = "BITS-Request-DataFile-Digest"
 
 // deliver notifies the server application of a complete upload and stores
 // its reply. It returns what the final Ack is to carry, or the Ack to
-// send when the application failed (context 0x7).
+// send when the application failed (context 0x7), and the result label of
+// the notifications_total metric.
 //
 // The exchange runs under the request's context, detached from its
 // cancellation and bounded by the notify timeout: neither a config reload
 // nor the client hanging up cuts a delivery short, so its outcome is
 // recorded and the client's retry gets it without a second delivery.
-func (h *Handler) deliver(r *http.Request, sess *session.Session) (session.FinalInfo, *protocol.Error, error) {
+func (h *Handler) deliver(r *http.Request, sess *session.Session) (info session.FinalInfo, result string, perr *protocol.Error, err error) {
 	n := h.Notify
 	st := sess.State()
 	target, err := notifyURL(replacer(r).ReplaceAll(n.URL, ""), st.URL)
 	if err != nil {
-		return session.FinalInfo{}, nil, err
+		return session.FinalInfo{}, notifyLocalError, nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Duration(n.Timeout))
 	defer cancel()
 
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, http.NoBody)
 	if err != nil {
-		return session.FinalInfo{}, nil, fmt.Errorf("building notification: %w", err)
+		return session.FinalInfo{}, notifyLocalError, nil, fmt.Errorf("building notification: %w", err)
 	}
 	digest := "sha-256=:" + base64.StdEncoding.EncodeToString(st.Digest) + ":"
 	if n.byReference {
+		// A reply left by an earlier, failed attempt must not become this
+		// one's.
+		if err := sess.DiscardReply(); err != nil {
+			return session.FinalInfo{}, notifyLocalError, nil, err
+		}
 		req.Header.Set(protocol.HeaderRequestDataFileName, sess.DataPath())
 		req.Header.Set(protocol.HeaderResponseDataFileName, sess.ReplyPath())
 		req.Header.Set(digestHeader, digest)
@@ -54,7 +60,7 @@ func (h *Handler) deliver(r *http.Request, sess *session.Session) (session.Final
 	} else {
 		f, err := os.Open(sess.DataPath())
 		if err != nil {
-			return session.FinalInfo{}, nil, fmt.Errorf("opening upload for notification: %w", err)
+			return session.FinalInfo{}, notifyLocalError, nil, fmt.Errorf("opening upload for notification: %w", err)
 		}
 		defer f.Close()
 		req.Header.Set("Content-Digest", digest)
@@ -79,27 +85,27 @@ func (h *Handler) deliver(r *http.Request, sess *session.Session) (session.Final
 
 	resp, err := n.client.Do(req)
 	if err != nil {
-		return session.FinalInfo{}, transportFailure(ctx, "sending notification to "+target, err), nil
+		return session.FinalInfo{}, failureResult(ctx, err), transportFailure(ctx, "sending notification to "+target, err), nil
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-		return session.FinalInfo{}, applicationFailure(resp.StatusCode, target), nil
+		return session.FinalInfo{}, notifyAppError, applicationFailure(resp.StatusCode, target), nil
 	}
 
-	info := session.FinalInfo{Commit: resp.Header.Get(protocol.HeaderCopyFileToDest) != "" || len(resp.Header.Values(protocol.HeaderCopyFileToDest)) > 0}
+	info = session.FinalInfo{Commit: resp.Header.Get(protocol.HeaderCopyFileToDest) != "" || len(resp.Header.Values(protocol.HeaderCopyFileToDest)) > 0}
 	if static := resp.Header.Get(protocol.HeaderStaticResponseURL); static != "" {
 		u, err := resolveAgainst(st.URL, static)
 		if err != nil || len(u) > maxReplyURLLength {
-			return session.FinalInfo{}, protocol.Errorf(http.StatusBadGateway, protocol.HTTPError(http.StatusBadGateway),
+			return session.FinalInfo{}, notifyAppError, protocol.Errorf(http.StatusBadGateway, protocol.HTTPError(http.StatusBadGateway),
 				"server application answered an unusable %s %.100q", protocol.HeaderStaticResponseURL, static).App(), nil
 		}
 		_, _ = io.CopyN(io.Discard, resp.Body, n.MaxReplySize)
 		if err := sess.DiscardReply(); err != nil {
-			return session.FinalInfo{}, nil, err
+			return session.FinalInfo{}, notifyLocalError, nil, err
 		}
 		info.ReplyURL, info.ReplyStatic = u, true
-		return info, nil, nil
+		return info, notifySuccess, nil, nil
 	}
 
 	var size int64
@@ -110,20 +116,20 @@ func (h *Handler) deliver(r *http.Request, sess *session.Session) (session.Final
 		body := &readErrRecorder{r: resp.Body}
 		size, err = sess.StoreReply(body, n.MaxReplySize)
 		if body.err != nil && !errors.Is(err, session.ErrReplyTooLarge) {
-			return session.FinalInfo{}, transportFailure(ctx, "reading the reply of "+target, body.err), nil
+			return session.FinalInfo{}, failureResult(ctx, body.err), transportFailure(ctx, "reading the reply of "+target, body.err), nil
 		}
 	}
 	switch {
 	case errors.Is(err, session.ErrReplyTooLarge):
-		return session.FinalInfo{}, protocol.Errorf(http.StatusInternalServerError, protocol.BGTooLarge,
+		return session.FinalInfo{}, notifyTooLarge, protocol.Errorf(http.StatusInternalServerError, protocol.BGTooLarge,
 			"server application's reply exceeds max_reply_size %d", n.MaxReplySize).App(), nil
 	case err != nil:
-		return session.FinalInfo{}, nil, err
+		return session.FinalInfo{}, notifyLocalError, nil, err
 	}
 	info.ReplyURL = replyURL(r, st.ID)
 	info.ReplySize = size
 	info.ReplyModified = time.Now().UTC().Truncate(time.Second)
-	return info, nil, nil
+	return info, notifySuccess, nil, nil
 }
 
 // notifyURL resolves the notification URL against the upload URL and
@@ -164,6 +170,14 @@ func resolveAgainst(base, ref string) (string, error) {
 		return "", fmt.Errorf("not an http URL")
 	}
 	return u.String(), nil
+}
+
+// failureResult names a failed exchange for notifications_total.
+func failureResult(ctx context.Context, err error) string {
+	if transportFailure(ctx, "", err).Status == http.StatusRequestTimeout {
+		return notifyTimeout
+	}
+	return notifyUnreachable
 }
 
 // transportFailure maps a failed exchange with the application: a timeout

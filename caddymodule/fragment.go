@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -17,15 +18,8 @@ import (
 // client to resync after a gap, and finish the upload when its last byte
 // arrives.
 func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet) {
-	sess, err := h.store.Acquire(r.Context(), pkt.SessionID)
-	switch {
-	case errors.Is(err, session.ErrNotFound), errors.Is(err, session.ErrClosed):
-		h.reject(w, r, pkt, protocol.SessionNotFound("fragment for an unknown session"))
-		return
-	case err != nil:
-		// The client went away while the session was busy.
-		h.logger.Debug("fragment abandoned while waiting for its session",
-			zap.String("session_id", string(pkt.SessionID)), zap.Error(err))
+	sess := h.acquire(w, r, pkt)
+	if sess == nil {
 		return
 	}
 	defer sess.Unlock()
@@ -40,8 +34,17 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 			"upload of %d bytes exceeds max_size %d", pkt.Range.Total, h.MaxSize))
 		return
 	}
+	if need := pkt.Range.Last + 1 - st.Received; need > 0 && pkt.Range.First <= st.Received {
+		if perr := h.checkSpace(st.Root, need); perr != nil {
+			h.reject(w, r, pkt, perr)
+			return
+		}
+	}
 
 	res, err := sess.Write(pkt.Range, r.Body)
+	h.obs.count(func() { metrics.bytesReceived.Add(float64(res.Written)) })
+	replacer(r).Set(placeholderReceived, strconv.FormatInt(res.Received, 10))
+	replacer(r).Set(placeholderTotal, strconv.FormatInt(pkt.Range.Total, 10))
 	switch {
 	case errors.Is(err, session.ErrTotalChanged):
 		h.reject(w, r, pkt, protocol.BadRequest("%v", err))
@@ -52,7 +55,7 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 		if c := h.logger.Check(zapcore.DebugLevel, "fragment body ended early"); c != nil {
 			c.Write(zap.String("session_id", string(pkt.SessionID)), zap.Int64("kept", res.Written), zap.Error(err))
 		}
-		protocol.WriteAck(w, protocol.ErrorAck(protocol.BadRequest("fragment body ended early")))
+		h.writeAck(w, r, pkt, protocol.ErrorAck(protocol.BadRequest("fragment body ended early")))
 		return
 	case errors.Is(err, session.ErrNotFound):
 		h.reject(w, r, pkt, protocol.SessionNotFound("fragment for a removed session"))
@@ -74,12 +77,12 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 				zap.Int64("first", pkt.Range.First), zap.Int64("received", res.Received))
 		}
 	}
-	protocol.WriteAck(w, ack)
+	h.writeAck(w, r, pkt, ack)
 }
 
 // finalAck answers a fragment after which the session holds every byte:
-// the first time it commits the upload (or, with a notification, delivers
-// it), and every time it answers with the same final Ack.
+// the first time it finishes the session, and every time it answers with
+// the same final Ack.
 func (h *Handler) finalAck(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet, sess *session.Session) {
 	info, finished := sess.Finished()
 	if !finished {
@@ -96,7 +99,7 @@ func (h *Handler) finalAck(w http.ResponseWriter, r *http.Request, pkt *protocol
 		}
 	}
 	st := sess.State()
-	protocol.WriteAck(w, protocol.Ack{
+	h.writeAck(w, r, pkt, protocol.Ack{
 		SessionID:   pkt.SessionID,
 		Received:    st.Total,
 		HasReceived: true,
@@ -123,52 +126,100 @@ func (h *Handler) finish(r *http.Request, sess *session.Session) (session.FinalI
 		if h.Notify == nil {
 			info = session.FinalInfo{Commit: true}
 		} else {
-			start := time.Now()
 			var perr *protocol.Error
 			var err error
-			info, perr, err = h.deliver(r, sess)
+			info, perr, err = h.notify(r, sess)
 			if perr != nil || err != nil {
-				h.logger.Warn("notification failed",
-					zap.String("session_id", string(sess.ID())),
-					zap.Duration("duration", time.Since(start)),
-					zap.String("reason", errorText(perr, err)))
 				return info, perr, err
 			}
-			if err := sess.SetFinal(info); err != nil {
-				return info, nil, err
-			}
-			h.logger.Info("upload delivered to the server application",
-				zap.String("session_id", string(sess.ID())),
-				zap.Duration("duration", time.Since(start)),
-				zap.Bool("copy_to_destination", info.Commit),
-				zap.String("reply_url", info.ReplyURL),
-				zap.Int64("reply_size", info.ReplySize))
 		}
 	}
 	if info.Commit {
+		start := time.Now()
 		if err := sess.Commit(h.AllowOverwrite); err != nil {
 			if perr := destinationAck(err); perr != nil {
 				return info, perr, nil
 			}
 			return info, nil, err
 		}
+		h.obs.count(func() { metrics.commitDuration.Observe(time.Since(start).Seconds()) })
 		st := sess.State()
 		h.logger.Info("upload committed",
 			zap.String("session_id", string(st.ID)),
 			zap.String("destination", st.Destination()),
 			zap.Int64("size", st.Total),
-			zap.String("sha256", hexDigest(st.Digest)))
+			zap.String("sha256", hexDigest(st.Digest)),
+			zap.Duration("duration", time.Since(start)))
 	}
 	if err := sess.Finish(info); err != nil {
 		return info, nil, err
 	}
+	st := sess.State()
+	h.obs.count(metrics.sessionsCompleted.Inc)
+	h.obs.emit(eventSessionCompleted, func() map[string]any {
+		return map[string]any{
+			"session_id":  string(st.ID),
+			"destination": st.Destination(),
+			"size":        st.Total,
+			"sha256":      hexDigest(st.Digest),
+			"committed":   st.Committed,
+			"reply_url":   info.ReplyURL,
+			"user":        st.User,
+			"duration_ms": time.Since(st.Created).Milliseconds(),
+		}
+	})
 	if h.Notify != nil {
 		// The application has the upload (and it is committed if it
 		// asked), so its data file can go now; the reply stays until the
 		// session ends.
 		if err := sess.DiscardData(); err != nil {
-			h.logger.Warn("deleting delivered upload", zap.String("session_id", string(sess.ID())), zap.Error(err))
+			h.logger.Warn("deleting delivered upload", zap.String("session_id", string(st.ID)), zap.Error(err))
 		}
 	}
+	return info, nil, nil
+}
+
+// notify delivers a complete upload to the server application, records
+// the outcome durably, and counts and reports it.
+func (h *Handler) notify(r *http.Request, sess *session.Session) (session.FinalInfo, *protocol.Error, error) {
+	start := time.Now()
+	info, result, perr, err := h.deliver(r, sess)
+	elapsed := time.Since(start)
+	h.obs.count(func() {
+		metrics.notifications.WithLabelValues(result).Inc()
+		metrics.notificationDuration.Observe(elapsed.Seconds())
+	})
+	st := sess.State()
+	if perr != nil || err != nil {
+		h.logger.Warn("notification failed",
+			zap.String("session_id", string(st.ID)),
+			zap.String("result", result),
+			zap.Duration("duration", elapsed),
+			zap.String("reason", errorText(perr, err)))
+		h.obs.emit(eventNotificationFailed, func() map[string]any {
+			data := map[string]any{
+				"session_id":  string(st.ID),
+				"destination": st.Destination(),
+				"size":        st.Total,
+				"result":      result,
+				"reason":      errorText(perr, err),
+			}
+			if perr != nil {
+				data["status"] = perr.Status
+				data["error_code"] = perr.Code.String()
+			}
+			return data
+		})
+		return info, perr, err
+	}
+	if err := sess.SetFinal(info); err != nil {
+		return info, nil, err
+	}
+	h.logger.Info("upload delivered to the server application",
+		zap.String("session_id", string(st.ID)),
+		zap.Duration("duration", elapsed),
+		zap.Bool("copy_to_destination", info.Commit),
+		zap.String("reply_url", info.ReplyURL),
+		zap.Int64("reply_size", info.ReplySize))
 	return info, nil, nil
 }

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,8 +28,14 @@ import (
 )
 
 // adminPort is the admin endpoint of the in-process Caddy of this test
-// package; other packages use other ports.
-const adminPort = 2611
+// package; other packages use other ports. $CADDY_BITS_TEST_ADMIN_PORT
+// overrides it, so that two runs of this package can share a machine.
+var adminPort = func() int {
+	if p, err := strconv.Atoi(os.Getenv("CADDY_BITS_TEST_ADMIN_PORT")); err == nil && p > 0 {
+		return p
+	}
+	return 2611
+}()
 
 func TestMain(m *testing.M) {
 	// Keep Caddy's data and config directories out of the user's home.

@@ -12,10 +12,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
-
-	"github.com/caddy-bits/caddy-bits/session"
 )
 
 func init() {
@@ -94,8 +93,30 @@ type Handler struct {
 	// every upload is placed at its destination.
 	Notify *Notify `json:"notify,omitempty"`
 
-	store      *session.Store
+	// How many open sessions one user may have at a time, counted per
+	// authenticated user ({http.auth.user.id}, set by basic_auth,
+	// forward_auth and other authentication handlers) or, without one, per
+	// client address. A Create-Session beyond it gets 503 with
+	// ERROR_TOO_MANY_SESS (0x80070045), which clients retry later.
+	// Finished sessions count until they are closed or reaped. Default: 0,
+	// unlimited (IIS's BITSNumberOfSessionsLimit is 50).
+	MaxSessionsPerUser int `json:"max_sessions_per_user,omitempty"`
+
+	// The free space, in bytes, to keep on the file systems that hold
+	// session_dir and root. A Create-Session, or a fragment whose new bytes
+	// would leave less than this, gets 500 with ERROR_DISK_FULL
+	// (0x80070070) before anything is written; clients retry, and resume
+	// once space is freed. Default: 0, no reserve (a full disk is still
+	// answered with ERROR_DISK_FULL, and no stored byte is lost).
+	MinFreeSpace int64 `json:"min_free_space,omitempty"`
+
+	// Turns off the handler's Prometheus metrics (caddy_bits_upload_*).
+	// Default: false, metrics on.
+	DisableMetrics bool `json:"disable_metrics,omitempty"`
+
+	store      *pooledStore
 	storeKey   string
+	obs        *observer
 	staticRoot string // absolute root when Root has no placeholders
 	hostID     string
 	logger     *zap.Logger
@@ -163,11 +184,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 	}
 
+	h.obs = &observer{ctx: ctx, metrics: !h.DisableMetrics}
+	if h.obs.metrics {
+		if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+			return fmt.Errorf("registering metrics: %v", err)
+		}
+	}
+	eventsApp, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("getting events app: %v", err)
+	}
+	h.obs.events = eventsApp.(*caddyevents.App)
+
 	store, err := acquireStore(dir, time.Duration(h.SessionTimeout))
 	if err != nil {
 		return err
 	}
 	h.store, h.storeKey = store, dir
+	store.obs.Store(h.obs)
 	return nil
 }
 
@@ -192,6 +226,12 @@ func (h *Handler) Validate() error {
 			return err
 		}
 	}
+	if h.MaxSessionsPerUser < 0 {
+		return fmt.Errorf("max_sessions_per_user must not be negative, got %d", h.MaxSessionsPerUser)
+	}
+	if h.MinFreeSpace < 0 {
+		return fmt.Errorf("min_free_space must not be negative, got %d", h.MinFreeSpace)
+	}
 	return nil
 }
 
@@ -202,6 +242,7 @@ func (h *Handler) Cleanup() error {
 		h.Notify.cleanup()
 	}
 	if h.storeKey != "" {
+		h.store.obs.CompareAndSwap(h.obs, nil)
 		_, err := stores.Delete(h.storeKey)
 		h.storeKey = ""
 		return err
