@@ -40,7 +40,7 @@ if [ "${SKIP_XCADDY:-}" != 1 ]; then
 	OUTPUT="$PWD/caddy" ./xcaddy.sh
 	./caddy adapt --config Caddyfile.example >/dev/null
 	step "binary tests against the xcaddy build"
-	CADDY_BITS_BINARY="$PWD/caddy" go test -count=1 -timeout 20m -run 'Binary|Kill|Example' ./caddymodule
+	CADDY_BITS_BINARY="$PWD/caddy" go test -count=1 -timeout 20m -run 'Binary|Kill|Example' ./caddymodule ./cmd/bitsup
 fi
 
 step "all checks passed"
