@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-bits/caddy-bits/protocol"
 	"github.com/caddy-bits/caddy-bits/session"
@@ -148,7 +149,11 @@ func (adminSessions) handleOne(w http.ResponseWriter, r *http.Request) error {
 			if err != nil {
 				return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: fmt.Errorf("cancelling session: %v", err)}
 			}
-			caddy.Log().Named("admin.api.bits_upload").Info("session cancelled through the admin API")
+			caddy.Log().Named("admin.api.bits_upload").Info("session cancelled through the admin API",
+				zap.String("session_id", st.ID.Wire()),
+				zap.String("destination", st.Destination()),
+				zap.Int64("received", st.Received),
+				zap.Int64("total", st.Total))
 			return writeJSON(w, describeSession(st, store.Dir()))
 		default:
 			return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method not allowed")}

@@ -63,14 +63,14 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *pro
 	st := sess.State()
 	describe(r, st)
 	h.logger.Info("session created",
-		zap.String("session_id", string(st.ID)),
+		zap.String("session_id", st.ID.Wire()),
 		zap.String("destination", st.Destination()),
 		zap.String("user", st.User),
 		zap.String("remote_ip", st.Client))
 	h.obs.count(metrics.sessionsCreated.Inc)
 	h.obs.emit(eventSessionCreated, func() map[string]any {
 		return map[string]any{
-			"session_id":  string(st.ID),
+			"session_id":  st.ID.Wire(),
 			"destination": st.Destination(),
 			"url":         st.URL,
 			"user":        st.User,

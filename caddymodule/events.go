@@ -51,7 +51,7 @@ func (o *observer) removed(st session.State, reason session.RemoveReason) {
 		o.count(metrics.sessionsCancelled.Inc)
 		o.emit(eventSessionCancelled, func() map[string]any {
 			return map[string]any{
-				"session_id":  string(st.ID),
+				"session_id":  st.ID.Wire(),
 				"destination": st.Destination(),
 				"received":    st.Received,
 				"total":       st.Total,
@@ -63,7 +63,7 @@ func (o *observer) removed(st session.State, reason session.RemoveReason) {
 		o.count(metrics.sessionsReaped.Inc)
 		o.emit(eventSessionReaped, func() map[string]any {
 			return map[string]any{
-				"session_id":    string(st.ID),
+				"session_id":    st.ID.Wire(),
 				"destination":   st.Destination(),
 				"received":      st.Received,
 				"total":         st.Total,

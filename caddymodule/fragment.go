@@ -53,7 +53,7 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 		// The connection broke mid-fragment; the bytes that arrived are
 		// kept and nobody is left to read an Ack.
 		if c := h.logger.Check(zapcore.DebugLevel, "fragment body ended early"); c != nil {
-			c.Write(zap.String("session_id", string(pkt.SessionID)), zap.Int64("kept", res.Written), zap.Error(err))
+			c.Write(zap.String("session_id", pkt.SessionID.Wire()), zap.Int64("kept", res.Written), zap.Error(err))
 		}
 		h.writeAck(w, r, pkt, protocol.ErrorAck(protocol.BadRequest("fragment body ended early")))
 		return
@@ -73,7 +73,7 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 	if res.Action == protocol.Gap {
 		ack.Status = http.StatusRequestedRangeNotSatisfiable
 		if c := h.logger.Check(zapcore.DebugLevel, "fragment after a gap; client must resync"); c != nil {
-			c.Write(zap.String("session_id", string(pkt.SessionID)),
+			c.Write(zap.String("session_id", pkt.SessionID.Wire()),
 				zap.Int64("first", pkt.Range.First), zap.Int64("received", res.Received))
 		}
 	}
@@ -145,7 +145,7 @@ func (h *Handler) finish(r *http.Request, sess *session.Session) (session.FinalI
 		h.obs.count(func() { metrics.commitDuration.Observe(time.Since(start).Seconds()) })
 		st := sess.State()
 		h.logger.Info("upload committed",
-			zap.String("session_id", string(st.ID)),
+			zap.String("session_id", st.ID.Wire()),
 			zap.String("destination", st.Destination()),
 			zap.Int64("size", st.Total),
 			zap.String("sha256", hexDigest(st.Digest)),
@@ -158,7 +158,7 @@ func (h *Handler) finish(r *http.Request, sess *session.Session) (session.FinalI
 	h.obs.count(metrics.sessionsCompleted.Inc)
 	h.obs.emit(eventSessionCompleted, func() map[string]any {
 		return map[string]any{
-			"session_id":  string(st.ID),
+			"session_id":  st.ID.Wire(),
 			"destination": st.Destination(),
 			"size":        st.Total,
 			"sha256":      hexDigest(st.Digest),
@@ -173,7 +173,7 @@ func (h *Handler) finish(r *http.Request, sess *session.Session) (session.FinalI
 		// asked), so its data file can go now; the reply stays until the
 		// session ends.
 		if err := sess.DiscardData(); err != nil {
-			h.logger.Warn("deleting delivered upload", zap.String("session_id", string(st.ID)), zap.Error(err))
+			h.logger.Warn("deleting delivered upload", zap.String("session_id", st.ID.Wire()), zap.Error(err))
 		}
 	}
 	return info, nil, nil
@@ -192,13 +192,13 @@ func (h *Handler) notify(r *http.Request, sess *session.Session) (session.FinalI
 	st := sess.State()
 	if perr != nil || err != nil {
 		h.logger.Warn("notification failed",
-			zap.String("session_id", string(st.ID)),
+			zap.String("session_id", st.ID.Wire()),
 			zap.String("result", result),
 			zap.Duration("duration", elapsed),
 			zap.String("reason", errorText(perr, err)))
 		h.obs.emit(eventNotificationFailed, func() map[string]any {
 			data := map[string]any{
-				"session_id":  string(st.ID),
+				"session_id":  st.ID.Wire(),
 				"destination": st.Destination(),
 				"size":        st.Total,
 				"result":      result,
@@ -216,7 +216,7 @@ func (h *Handler) notify(r *http.Request, sess *session.Session) (session.FinalI
 		return info, nil, err
 	}
 	h.logger.Info("upload delivered to the server application",
-		zap.String("session_id", string(st.ID)),
+		zap.String("session_id", st.ID.Wire()),
 		zap.Duration("duration", elapsed),
 		zap.Bool("copy_to_destination", info.Commit),
 		zap.String("reply_url", info.ReplyURL),

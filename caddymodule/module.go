@@ -94,9 +94,10 @@ type Handler struct {
 	Notify *Notify `json:"notify,omitempty"`
 
 	// How many open sessions one user may have at a time, counted per
-	// authenticated user ({http.auth.user.id}, set by basic_auth,
-	// forward_auth and other authentication handlers) or, without one, per
-	// client address. A Create-Session beyond it gets 503 with
+	// authenticated user ({http.auth.user.id}, which basic_auth and other
+	// authentication handlers set; with forward_auth, map the user header
+	// the auth service returns onto it) or, without one, per client
+	// address. A Create-Session beyond it gets 503 with
 	// ERROR_TOO_MANY_SESS (0x80070045), which clients retry later.
 	// Finished sessions count until they are closed or reaped. Default: 0,
 	// unlimited (IIS's BITSNumberOfSessionsLimit is 50).
@@ -116,6 +117,7 @@ type Handler struct {
 
 	store      *pooledStore
 	storeKey   string
+	storeUser  *storeUser
 	obs        *observer
 	staticRoot string // absolute root when Root has no placeholders
 	hostID     string
@@ -201,7 +203,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.store, h.storeKey = store, dir
-	store.obs.Store(h.obs)
+	h.storeUser = &storeUser{timeout: time.Duration(h.SessionTimeout), obs: h.obs}
+	store.register(h.storeUser)
 	return nil
 }
 
@@ -242,7 +245,7 @@ func (h *Handler) Cleanup() error {
 		h.Notify.cleanup()
 	}
 	if h.storeKey != "" {
-		h.store.obs.CompareAndSwap(h.obs, nil)
+		h.store.unregister(h.storeUser)
 		_, err := stores.Delete(h.storeKey)
 		h.storeKey = ""
 		return err

@@ -60,12 +60,15 @@ func (h *Handler) serveReply(w http.ResponseWriter, r *http.Request, id protocol
 	if _, rel, perr := h.destination(r); perr != nil || rel != st.Path {
 		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("reply of session %s requested at another URL", id))
 	}
+	if perr := authorize(r, st); perr != nil {
+		return caddyhttp.Error(http.StatusForbidden, fmt.Errorf("reply of session %s: %s", id, perr.Msg))
+	}
 	f, err := sess.OpenReply()
 	if err != nil {
 		if errors.Is(err, session.ErrNotFound) {
 			return caddyhttp.Error(http.StatusNotFound, err)
 		}
-		h.logger.Error("opening reply", zap.String("session_id", string(id)), zap.Error(err))
+		h.logger.Error("opening reply", zap.String("session_id", id.Wire()), zap.Error(err))
 		return caddyhttp.Error(http.StatusInternalServerError, err)
 	}
 	defer f.Close()

@@ -83,7 +83,7 @@ func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, pkt *protocol.
 	case err != nil:
 		// The client went away while the session was busy.
 		if c := h.logger.Check(zapcore.DebugLevel, "request abandoned while waiting for its session"); c != nil {
-			c.Write(zap.String("session_id", string(pkt.SessionID)), zap.Error(err))
+			c.Write(zap.String("session_id", pkt.SessionID.Wire()), zap.Error(err))
 		}
 		return nil
 	}
@@ -114,7 +114,7 @@ func authorize(r *http.Request, st session.State) *protocol.Error {
 func (h *Handler) removeSession(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet, reason session.RemoveReason) {
 	if _, err := h.store.Get(pkt.SessionID); errors.Is(err, session.ErrClosed) {
 		if c := h.logger.Check(zapcore.DebugLevel, "repeated "+pkt.Type.String()+" for a removed session"); c != nil {
-			c.Write(zap.String("session_id", string(pkt.SessionID)))
+			c.Write(zap.String("session_id", pkt.SessionID.Wire()))
 		}
 		h.writeAck(w, r, pkt, protocol.Ack{SessionID: pkt.SessionID})
 		return
@@ -130,7 +130,7 @@ func (h *Handler) removeSession(w http.ResponseWriter, r *http.Request, pkt *pro
 		return
 	}
 	h.logger.Info("session "+reason.String(),
-		zap.String("session_id", string(pkt.SessionID)),
+		zap.String("session_id", pkt.SessionID.Wire()),
 		zap.String("destination", st.Destination()),
 		zap.Int64("received", st.Received),
 		zap.Int64("total", st.Total),
@@ -172,7 +172,7 @@ func (h *Handler) reject(w http.ResponseWriter, r *http.Request, pkt *protocol.P
 			zap.String("remote_ip", remoteIP(r)),
 		}
 		if pkt != nil && pkt.SessionID != "" {
-			fields = append(fields, zap.String("session_id", string(pkt.SessionID)))
+			fields = append(fields, zap.String("session_id", pkt.SessionID.Wire()))
 		}
 		c.Write(fields...)
 	}
@@ -195,7 +195,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, pkt *protocol.Pac
 		zap.String("remote_ip", remoteIP(r)),
 	}
 	if pkt != nil && pkt.SessionID != "" {
-		fields = append(fields, zap.String("session_id", string(pkt.SessionID)))
+		fields = append(fields, zap.String("session_id", pkt.SessionID.Wire()))
 	}
 	h.logger.Error("BITS request failed", fields...)
 	h.writeAck(w, r, pkt, protocol.Ack{

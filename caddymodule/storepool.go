@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -16,19 +17,67 @@ import (
 // in-flight uploads keep their sessions.
 var stores = caddy.NewUsagePool()
 
-// pooledStore is a store in the pool, with the observer that its own
-// removals (reaping) are reported to.
+// pooledStore is a store in the pool, with the handlers that use it.
+//
+// The settings that belong to the whole directory (the session timeout,
+// and the observer its reaper reports to) come from the handler
+// registered last that is still alive. A handler registers in Provision
+// and unregisters in Cleanup, so a config that fails to load, whose
+// handlers are provisioned and then cleaned up, leaves the running
+// config's settings as they were.
 type pooledStore struct {
 	*session.Store
 	obs atomic.Pointer[observer]
+
+	mu    sync.Mutex
+	users []*storeUser
+}
+
+// storeUser is one handler's claim on a store's settings.
+type storeUser struct {
+	timeout time.Duration
+	obs     *observer
 }
 
 // Destruct closes the store when its last config is unloaded.
 func (p *pooledStore) Destruct() error { return p.Store.Close() }
 
+// register adds a handler's settings; they apply until it unregisters or
+// a later handler registers.
+func (p *pooledStore) register(u *storeUser) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.users = append(p.users, u)
+	p.apply()
+}
+
+// unregister removes a handler's settings, restoring the previous ones if
+// they were in force.
+func (p *pooledStore) unregister(u *storeUser) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, v := range p.users {
+		if v == u {
+			p.users = append(p.users[:i], p.users[i+1:]...)
+			break
+		}
+	}
+	p.apply()
+}
+
+// apply puts the last user's settings in force. The caller holds p.mu.
+func (p *pooledStore) apply() {
+	if len(p.users) == 0 {
+		p.obs.Store(nil)
+		return
+	}
+	last := p.users[len(p.users)-1]
+	p.SetTimeout(last.timeout)
+	p.obs.Store(last.obs)
+}
+
 // acquireStore returns the store for dir, opening it if this is its first
-// user, and applies the config's session timeout. The most recently
-// provisioned config's timeout applies to the whole directory.
+// user.
 func acquireStore(dir string, timeout time.Duration) (*pooledStore, error) {
 	v, _, err := stores.LoadOrNew(dir, func() (caddy.Destructor, error) {
 		p := new(pooledStore)
@@ -48,7 +97,5 @@ func acquireStore(dir string, timeout time.Duration) (*pooledStore, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := v.(*pooledStore)
-	p.SetTimeout(timeout)
-	return p, nil
+	return v.(*pooledStore), nil
 }

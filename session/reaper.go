@@ -57,11 +57,11 @@ func (s *Store) Reap() int {
 		st := sess.State()
 		if !sess.Gone() && st.LastActivity.Before(cutoff) {
 			if _, err := s.remove(sess, RemovedReaped, st.Finished); err != nil {
-				s.logger.Error("reaping idle session", zap.String("session_id", string(sess.id)), zap.Error(err))
+				s.logger.Error("reaping idle session", zap.String("session_id", sess.id.Wire()), zap.Error(err))
 			} else {
 				n++
 				s.logger.Info("reaped idle session",
-					zap.String("session_id", string(sess.id)),
+					zap.String("session_id", sess.id.Wire()),
 					zap.String("destination", st.Destination()),
 					zap.Int64("received", st.Received),
 					zap.Int64("total", st.Total),

@@ -32,7 +32,7 @@ func (s *Store) recover() error {
 		dir := filepath.Join(s.sessionsDir, name)
 		sess, err := s.recoverOne(dir, id)
 		if err != nil {
-			s.logger.Warn("discarding unreadable session", zap.String("session_id", string(id)), zap.Error(err))
+			s.logger.Warn("discarding unreadable session", zap.String("session_id", id.Wire()), zap.Error(err))
 			if rerr := os.RemoveAll(dir); rerr != nil {
 				return fmt.Errorf("removing unreadable session %s: %w", id, rerr)
 			}
@@ -88,7 +88,7 @@ func (s *Store) recoverOne(dir string, id protocol.SessionID) (*Session, error) 
 		// the data file was damaged outside our control. Its hash state
 		// is useless; the hash is recomputed from the bytes that remain.
 		s.logger.Warn("data file shorter than its checkpoint",
-			zap.String("session_id", string(id)), zap.Int64("size", size), zap.Int64("checkpoint", st.HashOffset))
+			zap.String("session_id", id.Wire()), zap.Int64("size", size), zap.Int64("checkpoint", st.HashOffset))
 		st.HashOffset, st.HashState = 0, nil
 		st.Digest = nil
 	}
@@ -101,7 +101,7 @@ func (s *Store) recoverOne(dir string, id protocol.SessionID) (*Session, error) 
 		// the checkpointed prefix is known to have reached the disk.
 		if size > st.HashOffset {
 			s.logger.Info("rewinding session after a restart of the machine",
-				zap.String("session_id", string(id)), zap.Int64("from", size), zap.Int64("to", st.HashOffset))
+				zap.String("session_id", id.Wire()), zap.Int64("from", size), zap.Int64("to", st.HashOffset))
 			if err := os.Truncate(filepath.Join(dir, dataFile), st.HashOffset); err != nil {
 				return nil, fmt.Errorf("truncating data file: %w", err)
 			}

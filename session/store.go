@@ -363,7 +363,7 @@ func (s *Store) remove(sess *Session, reason RemoveReason, tombstone bool) (Stat
 	}
 	if tombstone {
 		if err := s.tombstones.add(sess.id, s.now()); err != nil {
-			s.logger.Warn("recording closed session", zap.String("session_id", string(sess.id)), zap.Error(err))
+			s.logger.Warn("recording closed session", zap.String("session_id", sess.id.Wire()), zap.Error(err))
 		}
 	}
 	if s.opts.OnRemove != nil {

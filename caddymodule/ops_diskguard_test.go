@@ -1,0 +1,228 @@
+package caddymodule_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/caddy-bits/caddy-bits/protocol"
+)
+
+// opsDiskFull is the Ack of a request refused for lack of disk space.
+var opsDiskFull = ack{status: 500, code: protocol.ErrorDiskFull}
+
+// opsTmpfs mounts a tmpfs of the given size on a new directory and
+// unmounts it when the test ends; it skips the test where that is not
+// possible.
+func opsTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
+	}
+	// Registered after TempDir's cleanup, so it runs before it.
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// opsFreeSpace returns the bytes available on the file system of path.
+func opsFreeSpace(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize)
+}
+
+// opsFiller writes a file of n bytes.
+func opsFiller(t *testing.T, path string, n int) {
+	t.Helper()
+	if err := os.WriteFile(path, bytes.Repeat([]byte{0xAA}, n), 0o644); err != nil {
+		t.Fatalf("writing filler %s: %v", path, err)
+	}
+}
+
+// opsFillUp writes path until the file system is full.
+func opsFillUp(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, chunk := range []int{1 << 20, 4096, 1} {
+		buf := make([]byte, chunk)
+		for {
+			if _, err := f.Write(buf); err != nil {
+				if !errors.Is(err, syscall.ENOSPC) {
+					t.Fatalf("filling %s: %v", path, err)
+				}
+				break
+			}
+		}
+	}
+}
+
+// opsDataFile checks that a session's data file holds exactly want.
+func opsDataFile(t *testing.T, srv *server, id protocol.SessionID, want []byte) {
+	t.Helper()
+	path := filepath.Join(srv.SessionDir, "active", id.Bare(), "data")
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() != int64(len(want)) {
+		t.Fatalf("data file holds %d bytes, want %d", fi.Size(), len(want))
+	}
+	assertFile(t, path, want)
+}
+
+// TestOpsMinFreeSpace puts root and session_dir on an 8 MiB tmpfs with
+// min_free_space 2MiB: a fragment that would cross the reserve and a
+// Create-Session below it are refused with ERROR_DISK_FULL before
+// anything is written, and the upload resumes once space is freed.
+func TestOpsMinFreeSpace(t *testing.T) {
+	const MiB = 1 << 20
+	fs := opsTmpfs(t, "8m")
+	srv := opsServer(t, "min_free_space 2MiB", "")
+	srv.Root = filepath.Join(fs, "root")
+	srv.SessionDir = filepath.Join(fs, "sessions")
+	srv.load()
+	c := newClient()
+	c.FragmentSize = MiB
+
+	// 2.5 MiB of filler leaves about 5.5 MiB.
+	opsFiller(t, filepath.Join(fs, "filler1"), 5*MiB/2)
+	data := randomBytes(t, 5*MiB)
+	s := create(t, c, srv.URL("/guard/big.bin"))
+	for i := int64(0); i < 3; i++ {
+		checkAck(t, fragment(t, s, data, i*MiB, (i+1)*MiB-1), ack{status: 200, headers: received(itoa(int((i + 1) * MiB)))})
+	}
+	// About 2.5 MiB free: one more MiB would leave less than 2 MiB.
+	if free := opsFreeSpace(t, fs); free < 2*MiB+MiB/4 || free > 3*MiB {
+		t.Fatalf("%d bytes free, the test expects about 2.5 MiB", free)
+	}
+	checkAck(t, fragment(t, s, data, 3*MiB, 4*MiB-1), opsDiskFull)
+	checkAck(t, fragment(t, s, data, 3*MiB, 5*MiB-1), opsDiskFull)
+	opsDataFile(t, srv, s.ID, data[:3*MiB])
+	// A retransmission of held bytes needs no space and is acknowledged.
+	checkAck(t, fragment(t, s, data, 2*MiB, 3*MiB-1), ack{status: 200, headers: received(itoa(3 * MiB))})
+	// A Create-Session needs no space yet: above the reserve it succeeds.
+	extra := create(t, c, srv.URL("/guard/extra.bin"))
+
+	// Below the reserve, Create-Session is refused too, and leaves nothing.
+	opsFiller(t, filepath.Join(fs, "filler2"), MiB)
+	if free := opsFreeSpace(t, fs); free >= 2*MiB {
+		t.Fatalf("%d bytes free, want less than 2 MiB", free)
+	}
+	before := sessionDirs(t, srv.SessionDir)
+	checkAck(t, opsCreateAck(t, c, srv.URL("/guard/refused.bin")), opsDiskFull)
+	if after := sessionDirs(t, srv.SessionDir); len(after) != len(before) {
+		t.Fatalf("session directories %v after a refused Create-Session, want %v", after, before)
+	}
+	checkAck(t, fragment(t, extra, data, 0, 0), opsDiskFull)
+	opsDataFile(t, srv, s.ID, data[:3*MiB])
+
+	// Space returns: the same session goes on and completes byte-exact.
+	for _, f := range []string{"filler1", "filler2"} {
+		if err := os.Remove(filepath.Join(fs, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkAck(t, fragment(t, s, data, 3*MiB, 4*MiB-1), ack{status: 200, headers: received(itoa(4 * MiB))})
+	checkAck(t, fragment(t, s, data, 4*MiB, 5*MiB-1), ack{status: 200, headers: received(itoa(5 * MiB))})
+	assertFile(t, filepath.Join(srv.Root, "guard", "big.bin"), data)
+	create(t, c, srv.URL("/guard/later.bin"))
+}
+
+// TestOpsDiskFull fills the file system of root and session_dir without
+// min_free_space: the fragment that cannot be stored gets ERROR_DISK_FULL,
+// the bytes stored before stay intact, and the upload resumes once space
+// is freed.
+func TestOpsDiskFull(t *testing.T) {
+	const MiB = 1 << 20
+	fs := opsTmpfs(t, "8m")
+	srv := opsServer(t, "", "")
+	srv.Root = filepath.Join(fs, "root")
+	srv.SessionDir = filepath.Join(fs, "sessions")
+	srv.load()
+	c := newClient()
+
+	data := randomBytes(t, 3*MiB)
+	s := create(t, c, srv.URL("/full/big.bin"))
+	checkAck(t, fragment(t, s, data, 0, MiB-1), ack{status: 200, headers: received(itoa(MiB))})
+	other := create(t, c, srv.URL("/full/other.bin"))
+
+	opsFillUp(t, filepath.Join(fs, "filler"))
+	checkAck(t, fragment(t, s, data, MiB, 2*MiB-1), opsDiskFull)
+	opsDataFile(t, srv, s.ID, data[:MiB])
+	checkAck(t, fragment(t, s, data, MiB, 3*MiB-1), opsDiskFull)
+	opsDataFile(t, srv, s.ID, data[:MiB])
+	// The first fragment of another session, and a new session, fail the
+	// same way; the refused Create-Session leaves nothing behind.
+	small := randomBytes(t, 1000)
+	checkAck(t, fragment(t, other, small, 0, 999), opsDiskFull)
+	before := sessionDirs(t, srv.SessionDir)
+	checkAck(t, opsCreateAck(t, c, srv.URL("/full/new.bin")), opsDiskFull)
+	if after := sessionDirs(t, srv.SessionDir); len(after) != len(before) {
+		t.Errorf("session directories %v after a failed Create-Session, want %v", after, before)
+	}
+	// Held bytes are still acknowledged.
+	checkAck(t, fragment(t, s, data, 0, MiB-1), ack{status: 200, headers: received(itoa(MiB))})
+
+	if err := os.Remove(filepath.Join(fs, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	checkAck(t, fragment(t, s, data, MiB, 2*MiB-1), ack{status: 200, headers: received(itoa(2 * MiB))})
+	checkAck(t, fragment(t, s, data, 2*MiB, 3*MiB-1), ack{status: 200, headers: received(itoa(3 * MiB))})
+	assertFile(t, filepath.Join(srv.Root, "full", "big.bin"), data)
+	checkAck(t, fragment(t, other, small, 0, 999), ack{status: 200, headers: received("1000")})
+	assertFile(t, filepath.Join(srv.Root, "full", "other.bin"), small)
+}
+
+// TestOpsMinFreeSpaceEitherFileSystem checks that min_free_space guards
+// the file system of root and that of session_dir, each on its own.
+func TestOpsMinFreeSpaceEitherFileSystem(t *testing.T) {
+	const MiB = 1 << 20
+	for _, onTmpfs := range []string{"root", "session_dir"} {
+		t.Run(onTmpfs, func(t *testing.T) {
+			fs := opsTmpfs(t, "8m")
+			srv := opsServer(t, "min_free_space 2MiB", "")
+			if onTmpfs == "root" {
+				srv.Root = filepath.Join(fs, "root")
+			} else {
+				srv.SessionDir = filepath.Join(fs, "sessions")
+			}
+			srv.load()
+			c := newClient()
+			data := randomBytes(t, MiB)
+			s := create(t, c, srv.URL("/either/a.bin"))
+
+			opsFiller(t, filepath.Join(fs, "filler"), 7*MiB)
+			checkAck(t, opsCreateAck(t, c, srv.URL("/either/b.bin")), opsDiskFull)
+			checkAck(t, fragment(t, s, data, 0, MiB-1), opsDiskFull)
+			if dirs := sessionDirs(t, srv.SessionDir); len(dirs) != 1 || dirs[0] != s.ID.Bare() {
+				t.Fatalf("session directories %v, want only %s", dirs, s.ID.Bare())
+			}
+
+			if err := os.Remove(filepath.Join(fs, "filler")); err != nil {
+				t.Fatal(err)
+			}
+			checkAck(t, fragment(t, s, data, 0, MiB-1), ack{status: 200, headers: received(itoa(MiB))})
+			assertFile(t, filepath.Join(srv.Root, "either", "a.bin"), data)
+			create(t, c, srv.URL("/either/b.bin"))
+		})
+	}
+}
