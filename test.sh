@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check of the project on a fresh machine that has Go: formatting,
-# go vet, all tests with the race detector, a bounded run of every fuzz
-# target, and the xcaddy build with the binary-level tests run against it.
+# go vet, golangci-lint (installed into .bin at a pinned version), all tests
+# with the race detector, a bounded run of every fuzz target, and the xcaddy
+# build with the binary-level tests run against it.
 #
 # Environment: FUZZTIME (default 20s) bounds each fuzz target; SKIP_XCADDY=1
 # skips the xcaddy build.
@@ -22,6 +23,12 @@ fi
 
 step "go vet"
 go vet ./...
+
+step "golangci-lint ${GOLANGCI_LINT_VERSION:=v2.15.0}"
+if [ ! -x .bin/golangci-lint ] || ! .bin/golangci-lint version 2>/dev/null | grep -q "${GOLANGCI_LINT_VERSION#v}"; then
+	GOBIN="$PWD/.bin" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@${GOLANGCI_LINT_VERSION}"
+fi
+.bin/golangci-lint run ./...
 
 step "go test -race"
 go test -race -count=1 -timeout 40m ./...

@@ -112,8 +112,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		metrics.notificationDuration, metrics.commitDuration,
 	} {
 		if err := reg.Register(c); err != nil {
-			var are prometheus.AlreadyRegisteredError
-			if !errors.As(err, &are) {
+			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {
 				return err
 			}
 		}

@@ -79,7 +79,7 @@ func (h *Handler) serveReply(w http.ResponseWriter, r *http.Request, id protocol
 	// no-transform keeps the encode handler from compressing the reply:
 	// BITS downloads need byte ranges of the stored bytes.
 	hdr.Set("Cache-Control", "private, no-transform")
-	hdr.Set("ETag", fmt.Sprintf(`"%s-%d-%d"`, id.Bare(), info.ReplySize, info.ReplyModified.Unix()))
+	hdr.Set("Etag", fmt.Sprintf(`"%s-%d-%d"`, id.Bare(), info.ReplySize, info.ReplyModified.Unix()))
 	http.ServeContent(w, r, "", info.ReplyModified, f)
 	return nil
 }

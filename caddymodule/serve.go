@@ -46,6 +46,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.removeSession(w, r, pkt, session.RemovedClosed)
 	case protocol.PacketCancelSession:
 		h.removeSession(w, r, pkt, session.RemovedCancelled)
+	default:
+		// ParseRequest accepts request packet types only.
+		h.reject(w, r, pkt, protocol.BadRequest("unexpected packet type %v", pkt.Type))
 	}
 	return nil
 }

@@ -411,11 +411,7 @@ func isFatal(p protocol.PacketType, err error) bool {
 	if be.Ack == nil || success(p, be.Ack.Status) {
 		return true // the server answered, but broke the protocol
 	}
-	switch decide(p, be.Ack) {
-	case actTransient:
-		return false
-	}
-	return true
+	return decide(p, be.Ack) != actTransient
 }
 
 // retrier counts consecutive failures without progress and waits between

@@ -148,8 +148,7 @@ func decide(p protocol.PacketType, a *Ack) action {
 		return actOK
 	}
 	if a.Code == protocol.BGSessionNotFound {
-		switch p {
-		case protocol.PacketFragment, protocol.PacketCloseSession, protocol.PacketCancelSession:
+		if p.NeedsSession() {
 			return actSessionLost
 		}
 		// A Ping or Create-Session has no session to lose; the server is

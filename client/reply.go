@@ -207,7 +207,7 @@ func statusErr(resp *http.Response) (error, bool) {
 // drain reads a little of an unwanted body so the connection can be reused,
 // and closes it.
 func drain(resp *http.Response, cancel context.CancelFunc) {
-	io.CopyN(io.Discard, resp.Body, maxAckBody)
+	_, _ = io.CopyN(io.Discard, resp.Body, maxAckBody)
 	resp.Body.Close()
 	cancel()
 }

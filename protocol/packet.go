@@ -55,11 +55,7 @@ func (t PacketType) HasBody() bool { return t == PacketFragment }
 // NeedsSession reports whether packets of this type must carry
 // BITS-Session-Id.
 func (t PacketType) NeedsSession() bool {
-	switch t {
-	case PacketFragment, PacketCloseSession, PacketCancelSession:
-		return true
-	}
-	return false
+	return t == PacketFragment || t == PacketCloseSession || t == PacketCancelSession
 }
 
 // equalFoldASCII compares two strings, folding only ASCII letters.

@@ -102,8 +102,7 @@ func ParseRequest(r *http.Request) (*Packet, *Error) {
 		p.ContentLength = r.ContentLength
 	}
 
-	switch t {
-	case PacketCreateSession:
+	if t == PacketCreateSession {
 		v, ok := GetHeader(r.Header, HeaderSupportedProtocols)
 		if !ok {
 			return nil, BadRequest("create-session without %s", HeaderSupportedProtocols)
@@ -113,7 +112,8 @@ func ParseRequest(r *http.Request) (*Packet, *Error) {
 			return nil, BadRequest("%s: %v", HeaderSupportedProtocols, err)
 		}
 		p.Protocols = protos
-	case PacketFragment, PacketCloseSession, PacketCancelSession:
+	}
+	if t.NeedsSession() {
 		v, ok := GetHeader(r.Header, HeaderSessionID)
 		if !ok {
 			return nil, SessionNotFound("%s packet without %s", t, HeaderSessionID)

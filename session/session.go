@@ -175,7 +175,7 @@ func (s *Session) Write(rng protocol.Range, body io.Reader) (WriteResult, error)
 		s.update(func(st *State) { st.Total = rng.Total })
 		// A single-fragment upload records its total at the checkpoint
 		// that completes it; others persist it now.
-		if !(rng.First == 0 && rng.IsFinal()) {
+		if rng.First != 0 || !rng.IsFinal() {
 			if err := s.persist(false); err != nil {
 				return WriteResult{Received: st.Received, Total: rng.Total}, err
 			}

@@ -74,7 +74,7 @@ type FinalInfo struct {
 	ReplyStatic bool `json:"reply_static,omitempty"`
 	// ReplyModified is the time the reply file was stored, and ReplySize
 	// its length.
-	ReplyModified time.Time `json:"reply_modified,omitempty"`
+	ReplyModified time.Time `json:"reply_modified,omitzero"`
 	ReplySize     int64     `json:"reply_size,omitempty"`
 	// Commit is set when the upload is to be placed at its destination.
 	Commit bool `json:"commit,omitempty"`

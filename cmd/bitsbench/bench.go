@@ -59,7 +59,6 @@ func run(cfg config, scenarios []string) error {
 	if err != nil {
 		return err
 	}
-	var results []result
 	for _, sc := range scenarios {
 		sc = strings.TrimSpace(sc)
 		var rs []result
@@ -80,7 +79,6 @@ func run(cfg config, scenarios []string) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", sc, err)
 		}
-		results = append(results, rs...)
 		report(os.Stdout, rs)
 	}
 	return nil
@@ -126,9 +124,7 @@ func load(base string, data []byte, files int, size int64, conc int, fragment in
 	var wg sync.WaitGroup
 	start := time.Now()
 	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			c := &client.Client{FragmentSize: fragment, RetryDelay: 50 * time.Millisecond}
 			defer c.CloseIdleConnections()
 			for {
@@ -146,7 +142,7 @@ func load(base string, data []byte, files int, size int64, conc int, fragment in
 					return
 				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	return result{bytes: int64(files) * size, files: files, elapsed: time.Since(start)}, firstErr

@@ -40,8 +40,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
-		var ue usageError
-		if errors.As(err, &ue) {
+		if _, ok := errors.AsType[usageError](err); ok {
 			fmt.Fprintf(os.Stderr, "bitsup: %v\n%s", err, usage)
 			os.Exit(2)
 		}
