@@ -33,6 +33,22 @@ func init() {
 // config reloads: sessions live in SessionDir, shared by every config that
 // names the same directory. An upload appears at its destination only
 // when its last byte arrived, atomically and complete.
+//
+// With Notify, every completed upload is handed to a server application
+// instead, and its reply is served to the client at the upload URL with a
+// bits_reply query parameter (GET and HEAD with ranges).
+//
+// The handler sets these placeholders on every BITS request, for access
+// logs (log_append) and later handlers; each is set as soon as it is
+// known:
+//
+// Placeholder | Description
+// ------------|-------------
+// `{http.bits_upload.session_id}` | The session id, braced and upper case, as clients see it
+// `{http.bits_upload.packet_type}` | The packet type: Ping, Create-Session, Fragment, Close-Session or Cancel-Session
+// `{http.bits_upload.received}` | The bytes of the upload the session holds after the request
+// `{http.bits_upload.total}` | The upload's total size, once a fragment announced it
+// `{http.bits_upload.destination}` | The absolute path the upload is placed at
 type Handler struct {
 	// The directory uploads are stored under. The destination of an upload
 	// is this root joined with the percent-decoded request path. Paths
