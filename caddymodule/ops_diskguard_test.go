@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -14,27 +13,6 @@ import (
 
 // opsDiskFull is the Ack of a request refused for lack of disk space.
 var opsDiskFull = ack{status: 500, code: protocol.ErrorDiskFull}
-
-// opsTmpfs mounts a tmpfs of the given size on a new directory and
-// unmounts it when the test ends; it skips the test where that is not
-// possible.
-func opsTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
-	}
-	// Registered after TempDir's cleanup, so it runs before it.
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}
 
 // opsFreeSpace returns the bytes available on the file system of path.
 func opsFreeSpace(t *testing.T, path string) int64 {
@@ -95,7 +73,7 @@ func opsDataFile(t *testing.T, srv *server, id protocol.SessionID, want []byte) 
 // anything is written, and the upload resumes once space is freed.
 func TestOpsMinFreeSpace(t *testing.T) {
 	const MiB = 1 << 20
-	fs := opsTmpfs(t, "8m")
+	fs := mountTmpfs(t, "8m")
 	srv := opsServer(t, "min_free_space 2MiB", "")
 	srv.Root = filepath.Join(fs, "root")
 	srv.SessionDir = filepath.Join(fs, "sessions")
@@ -153,7 +131,7 @@ func TestOpsMinFreeSpace(t *testing.T) {
 // is freed.
 func TestOpsDiskFull(t *testing.T) {
 	const MiB = 1 << 20
-	fs := opsTmpfs(t, "8m")
+	fs := mountTmpfs(t, "8m")
 	srv := opsServer(t, "", "")
 	srv.Root = filepath.Join(fs, "root")
 	srv.SessionDir = filepath.Join(fs, "sessions")
@@ -198,7 +176,7 @@ func TestOpsMinFreeSpaceEitherFileSystem(t *testing.T) {
 	const MiB = 1 << 20
 	for _, onTmpfs := range []string{"root", "session_dir"} {
 		t.Run(onTmpfs, func(t *testing.T) {
-			fs := opsTmpfs(t, "8m")
+			fs := mountTmpfs(t, "8m")
 			srv := opsServer(t, "min_free_space 2MiB", "")
 			if onTmpfs == "root" {
 				srv.Root = filepath.Join(fs, "root")

@@ -30,6 +30,13 @@ func (s *Store) recover() error {
 			continue
 		}
 		dir := filepath.Join(s.sessionsDir, name)
+		if s.tombstones.has(id) {
+			// Closed or cancelled, but the process died while deleting it.
+			if err := os.RemoveAll(dir); err != nil {
+				return fmt.Errorf("removing closed session %s: %w", id, err)
+			}
+			continue
+		}
 		sess, err := s.recoverOne(dir, id)
 		if err != nil {
 			s.logger.Warn("discarding unreadable session", zap.String("session_id", id.Wire()), zap.Error(err))

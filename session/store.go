@@ -350,6 +350,14 @@ func (s *Store) remove(sess *Session, reason RemoveReason, tombstone bool) (Stat
 		s.releaseOwner(st.Owner())
 	}
 	s.mu.Unlock()
+	// Remember the id before deleting anything: a crash halfway through
+	// the deletion then still answers a repeated Close or Cancel with
+	// 200, and recovery finishes the deletion.
+	if tombstone {
+		if err := s.tombstones.add(sess.id, s.now()); err != nil {
+			s.logger.Warn("recording closed session", zap.String("session_id", sess.id.Wire()), zap.Error(err))
+		}
+	}
 	if err := os.RemoveAll(sess.dir); err != nil {
 		// What is left is deleted when the store next opens: a directory
 		// without a readable state is discarded.
@@ -359,11 +367,6 @@ func (s *Store) remove(sess *Session, reason RemoveReason, tombstone bool) (Stat
 		// A cancelled upload is to be gone for good, power loss or not.
 		if err := syncDir(s.sessionsDir); err != nil {
 			s.logger.Warn("syncing sessions directory", zap.Error(err))
-		}
-	}
-	if tombstone {
-		if err := s.tombstones.add(sess.id, s.now()); err != nil {
-			s.logger.Warn("recording closed session", zap.String("session_id", sess.id.Wire()), zap.Error(err))
 		}
 	}
 	if s.opts.OnRemove != nil {
