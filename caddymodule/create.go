@@ -50,6 +50,9 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *pro
 		User:        userOf(r),
 		Client:      remoteIP(r),
 		MaxPerOwner: h.MaxSessionsPerUser,
+		// Hashing costs CPU on every byte; only a notification needs the
+		// digest, and it gets it without reading the file again.
+		Digest: h.Notify != nil,
 	})
 	if errors.Is(err, session.ErrLimitReached) {
 		h.reject(w, r, pkt, protocol.Errorf(http.StatusServiceUnavailable, errorTooManySessions,

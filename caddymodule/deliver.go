@@ -46,7 +46,11 @@ func (h *Handler) deliver(r *http.Request, sess *session.Session) (info session.
 	if err != nil {
 		return session.FinalInfo{}, notifyLocalError, nil, fmt.Errorf("building notification: %w", err)
 	}
-	digest := "sha-256=:" + base64.StdEncoding.EncodeToString(st.Digest) + ":"
+	sum, err := sess.EnsureDigest()
+	if err != nil {
+		return session.FinalInfo{}, notifyLocalError, nil, err
+	}
+	digest := "sha-256=:" + base64.StdEncoding.EncodeToString(sum) + ":"
 	if n.byReference {
 		// A reply left by an earlier, failed attempt must not become this
 		// one's.

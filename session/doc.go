@@ -11,6 +11,7 @@
 //	<dir>/active/<guid>/state.json  session metadata, replaced atomically
 //	<dir>/active/<guid>/data        the upload, written only at its end
 //	<dir>/active/<guid>/reply       the server application's reply, if any
+//	<dir>/trash/<guid>/             a closed session, being deleted
 //
 // Directory names are the canonical lower-case GUIDs the server generated.
 // A session id that came from a client is only ever looked up in memory
@@ -46,12 +47,20 @@
 //     durably first, so the outcome is never lost or re-delivered after a
 //     power loss. Cancel fsyncs the removal of the session's files.
 //   - Everything else (session creation, the total length, completion,
-//     Finish, Close) is an ordinary state update, without fsync, so a
-//     small upload costs two fsyncs, both in its commit. After a power loss
+//     Finish, Close) is an ordinary state update without fsync, or none at
+//     all: completion and Finish stay in memory until the next update or a
+//     clean shutdown, because recovery can tell a committed upload by its
+//     hard link and a notification's outcome is recorded durably. A small
+//     upload thus costs two fsyncs, both in its commit. After a power loss
 //     such a session may be missing, have an unreadable state file, or look
-//     a step less far along; an unreadable one is discarded (its client gets
-//     BG_E_SESSION_NOT_FOUND and starts over), and redoing a step is
+//     a step less far along; an unreadable one is discarded (its client
+//     gets BG_E_SESSION_NOT_FOUND and starts over), and redoing a step is
 //     idempotent.
+//   - Close-Session moves the session's directory to the trash with one
+//     rename and deletes it in the background; Cancel-Session deletes it
+//     before answering. Either records the id in closed.log first, so a
+//     crash halfway through still answers a repeated request with 200, and
+//     the next Open finishes the deletion.
 //
 // Where the boot id cannot be read (systems other than Linux), every
 // restart is treated as a process crash.

@@ -60,13 +60,13 @@ func openStore(t testing.TB, dir string, opts Options) *Store {
 }
 
 // create makes a session with its destination at root/rel (root a new
-// temporary directory if empty).
+// temporary directory if empty) that computes its digest while written.
 func create(t testing.TB, st *Store, root, rel string) *Session {
 	t.Helper()
 	if root == "" {
 		root = t.TempDir()
 	}
-	sess, err := st.Create(CreateInfo{Root: root, Path: rel, URL: "https://example.com/up/" + rel, User: "alice", Client: "192.0.2.1:1234"})
+	sess, err := st.Create(CreateInfo{Root: root, Path: rel, URL: "https://example.com/up/" + rel, User: "alice", Client: "192.0.2.1:1234", Digest: true})
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}

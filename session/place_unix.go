@@ -19,11 +19,12 @@ import (
 // no copy and, without overwrite, fails atomically if the destination
 // exists. Across file systems, or where hard links are not supported, src
 // is copied to tmpName in the destination directory, fsynced and then
-// moved into place.
-func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) error {
+// moved into place. It reports whether the destination is a hard link of
+// src.
+func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) (linked bool, err error) {
 	d, err := r.Open(path.Dir(rel))
 	if err != nil {
-		return destinationError(fmt.Errorf("opening destination directory: %w", err))
+		return false, destinationError(fmt.Errorf("opening destination directory: %w", err))
 	}
 	defer d.Close()
 	dfd := int(d.Fd())
@@ -35,13 +36,14 @@ func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) error {
 		target = tmpName
 	}
 	err = unix.Linkat(unix.AT_FDCWD, src, dfd, target, 0)
+	linked = err == nil
 	switch {
 	case err == nil:
 	case errors.Is(err, unix.EEXIST):
-		return ErrDestinationExists
+		return false, ErrDestinationExists
 	case linkUnsupported(err):
 		if err := copyToTemp(dfd, tmpName, src); err != nil {
-			return err
+			return false, err
 		}
 		if !overwrite {
 			err := renameNoReplace(dfd, tmpName, base)
@@ -57,25 +59,25 @@ func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) error {
 			if err != nil {
 				_ = unix.Unlinkat(dfd, tmpName, 0)
 				if errors.Is(err, unix.EEXIST) {
-					return ErrDestinationExists
+					return false, ErrDestinationExists
 				}
-				return fmt.Errorf("moving upload into place: %w", err)
+				return false, fmt.Errorf("moving upload into place: %w", err)
 			}
-			return syncFile(d)
+			return false, syncFile(d)
 		}
 	default:
-		return fmt.Errorf("linking upload into place: %w", err)
+		return false, fmt.Errorf("linking upload into place: %w", err)
 	}
 	if overwrite {
 		if err := unix.Renameat(dfd, tmpName, dfd, base); err != nil {
 			_ = unix.Unlinkat(dfd, tmpName, 0)
-			return fmt.Errorf("moving upload into place: %w", err)
+			return false, fmt.Errorf("moving upload into place: %w", err)
 		}
 		// Renaming a link over another link to the same file (a commit
 		// repeated after a crash) succeeds without removing the source.
 		_ = unix.Unlinkat(dfd, tmpName, 0)
 	}
-	return syncFile(d)
+	return linked, syncFile(d)
 }
 
 // linkUnsupported reports whether a link failed because the file systems

@@ -56,7 +56,7 @@ func (s *Store) Reap() int {
 		}
 		st := sess.State()
 		if !sess.Gone() && st.LastActivity.Before(cutoff) {
-			if _, err := s.remove(sess, RemovedReaped, st.Finished); err != nil {
+			if _, err := s.remove(sess, RemovedReaped, st.Finished || st.Committed); err != nil {
 				s.logger.Error("reaping idle session", zap.String("session_id", sess.id.Wire()), zap.Error(err))
 			} else {
 				n++

@@ -100,8 +100,15 @@ func (s *Store) recoverOne(dir string, id protocol.SessionID) (*Session, error) 
 		st.Digest = nil
 	}
 	rewrite := false
-	if linked && st.Total >= 0 && size == st.Total {
+	if linked && (st.Total < 0 || size == st.Total) {
+		// Linked only once complete, so the size is the total even when
+		// the state file never learnt it.
+		st.Total = size
 		st.Committed = true
+	}
+	if st.Final != nil && !st.Finished && (!st.Final.Commit || st.Committed) {
+		// The outcome was recorded and everything it asked for is done.
+		st.Finished = true
 	}
 	if st.BootID != "" && s.bootID != "" && st.BootID != s.bootID && !linked {
 		// The machine restarted since these bytes were written, so only

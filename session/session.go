@@ -36,13 +36,15 @@ type Session struct {
 
 	// mu guards st and gone, which readers such as List and the reaper use
 	// without taking the request lock. Writers hold both.
-	mu   sync.Mutex
-	st   State
-	gone bool
+	mu    sync.Mutex
+	st    State
+	gone  bool
+	dirty bool // st has changes state.json does not
 
 	// The fields below are used only under the request lock.
 	hasher         hash.Hash
 	hashed         int64 // bytes covered by hasher
+	completed      bool  // complete() ran in this process
 	checkpointTime time.Time
 }
 
@@ -119,6 +121,7 @@ func (s *Session) ReplyPath() string { return filepath.Join(s.dir, replyFile) }
 func (s *Session) update(f func(st *State)) {
 	s.mu.Lock()
 	f(&s.st)
+	s.dirty = true
 	s.mu.Unlock()
 }
 
@@ -127,8 +130,15 @@ func (s *Session) update(f func(st *State)) {
 func (s *Session) persist(durable bool) error {
 	s.mu.Lock()
 	st := s.st
+	s.dirty = false
 	s.mu.Unlock()
-	return writeState(s.dir, &st, durable)
+	if err := writeState(s.dir, &st, durable); err != nil {
+		s.mu.Lock()
+		s.dirty = true
+		s.mu.Unlock()
+		return err
+	}
+	return nil
 }
 
 // touch records activity on the session.
@@ -194,10 +204,11 @@ func (s *Session) Write(rng protocol.Range, body io.Reader) (WriteResult, error)
 		}
 	}
 	res.Complete = res.Received == res.Total
-	if res.Complete && len(s.State().Digest) == 0 {
+	if res.Complete && !s.completed {
 		if err := s.complete(); err != nil {
 			return res, err
 		}
+		s.completed = true
 	}
 	return res, nil
 }
@@ -217,9 +228,13 @@ func (s *Session) appendTail(body io.Reader, skip, n int64) (int64, error) {
 		return 0, fmt.Errorf("opening data file: %w", err)
 	}
 	defer f.Close()
-	start := s.State().Received
-	if err := s.catchUpHash(start); err != nil {
-		return 0, err
+	st := s.State()
+	start := st.Received
+	hashing := st.Hash
+	if hashing {
+		if err := s.catchUpHash(start); err != nil {
+			return 0, err
+		}
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
@@ -240,9 +255,11 @@ func (s *Session) appendTail(body io.Reader, skip, n int64) (int64, error) {
 				werr = fmt.Errorf("writing data file: %w", err)
 				break
 			}
-			s.hasher.Write(buf[:k])
 			written += int64(k)
-			s.hashed = start + written
+			if hashing {
+				s.hasher.Write(buf[:k])
+				s.hashed = start + written
+			}
 			s.update(func(st *State) { st.Received = start + written })
 		}
 		if rerr != nil {
@@ -312,12 +329,16 @@ func (s *Session) checkpoint(f *os.File) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("syncing data file: %w", err)
 	}
-	hs, err := s.hasher.(encoding.BinaryMarshaler).MarshalBinary()
-	if err != nil {
-		return fmt.Errorf("saving hash state: %w", err)
+	offset := s.State().Received
+	var hs []byte
+	if s.hasher != nil && s.hashed == offset {
+		var err error
+		if hs, err = s.hasher.(encoding.BinaryMarshaler).MarshalBinary(); err != nil {
+			return fmt.Errorf("saving hash state: %w", err)
+		}
 	}
 	s.update(func(st *State) {
-		st.HashOffset = s.hashed
+		st.HashOffset = offset
 		st.HashState = hs
 		st.BootID = s.store.bootID
 	})
@@ -327,14 +348,17 @@ func (s *Session) checkpoint(f *os.File) error {
 
 // complete finishes the hash of a complete upload and checkpoints it.
 //
-// Nothing is fsynced here: the checkpoint stays where it was, and the
-// digest is recorded with an ordinary state update. What needs the upload
+// Nothing is written here: the checkpoint stays where it was, and the
+// digest is recorded with the next state update. What needs the upload
 // on disk makes it durable itself: Commit fsyncs the data before linking
 // it into place, and SetFinal takes a durable checkpoint before recording
 // a notification's outcome. A small upload thus costs no fsync beyond the
 // commit's.
 func (s *Session) complete() error {
 	st := s.State()
+	if st.Finished || st.DataDiscarded {
+		return nil
+	}
 	// An empty upload has no data file yet.
 	f, err := os.OpenFile(s.DataPath(), os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
@@ -343,12 +367,35 @@ func (s *Session) complete() error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("creating data file: %w", err)
 	}
+	if st.Hash && len(st.Digest) == 0 {
+		if err := s.catchUpHash(st.Total); err != nil {
+			return err
+		}
+		sum := s.hasher.Sum(nil)
+		s.update(func(st *State) { st.Digest = sum })
+	}
+	// The digest reaches state.json with the next update (the commit's or
+	// the notification's); after a crash before that it is recomputed.
+	return nil
+}
+
+// EnsureDigest returns the SHA-256 of a complete upload, computing it from
+// the data file if it was not computed while the fragments were written.
+// The caller holds the request lock.
+func (s *Session) EnsureDigest() ([]byte, error) {
+	st := s.State()
+	if len(st.Digest) > 0 {
+		return st.Digest, nil
+	}
+	if !st.Complete() || st.DataDiscarded {
+		return nil, ErrIncomplete
+	}
 	if err := s.catchUpHash(st.Total); err != nil {
-		return err
+		return nil, err
 	}
 	sum := s.hasher.Sum(nil)
 	s.update(func(st *State) { st.Digest = sum })
-	return s.persist(false)
+	return sum, s.persist(false)
 }
 
 // syncComplete takes a durable checkpoint of a complete upload, so that
@@ -378,11 +425,11 @@ func (s *Session) Digest() []byte {
 }
 
 // Finish records the final Ack of the session, so that a repeated final
-// fragment, even after a restart, gets the same answer without the work
-// being done again. The record is not fsynced: what it stands for is
-// durable already (a commit, or the outcome SetFinal recorded), and after
-// a power loss that lost it, finishing again is idempotent. The caller
-// holds the request lock.
+// fragment gets the same answer without the work being done again. It is
+// kept in memory (and written at the next state update or a clean
+// shutdown): what it stands for is on disk already, a commit by its link
+// and a notification's outcome by SetFinal, and after a crash finishing
+// again finds them and is idempotent. The caller holds the request lock.
 func (s *Session) Finish(info FinalInfo) error {
 	if !s.State().Complete() {
 		return ErrIncomplete
@@ -391,7 +438,7 @@ func (s *Session) Finish(info FinalInfo) error {
 		st.Finished = true
 		st.Final = &info
 	})
-	return s.persist(false)
+	return nil
 }
 
 // Finished returns the cached final Ack data and whether the session is

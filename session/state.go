@@ -40,10 +40,15 @@ type State struct {
 	Total    int64 `json:"total"`
 	Received int64 `json:"received"`
 
+	// Hash is set when the SHA-256 of the upload is computed while its
+	// fragments are written (when a digest will be needed); otherwise the
+	// digest is computed from the data file only if it is asked for.
+	Hash bool `json:"hash,omitempty"`
+
 	// HashOffset is the checkpointed length: the data file is known to be
-	// durable up to it, and HashState is the SHA-256 state over exactly
-	// those bytes. BootID is the boot under which every byte past the
-	// checkpoint was written.
+	// durable up to it, and HashState, when set, is the SHA-256 state over
+	// exactly those bytes. BootID is the boot under which every byte past
+	// the checkpoint was written.
 	HashOffset int64  `json:"hash_offset"`
 	HashState  []byte `json:"hash_state,omitempty"`
 	BootID     string `json:"boot_id,omitempty"`
@@ -117,6 +122,30 @@ func readState(path string) (*State, error) {
 		return nil, fmt.Errorf("%s: inconsistent state", path)
 	}
 	return &st, nil
+}
+
+// createState writes the state file of a new session. It needs no
+// temporary file: until it is complete the session does not exist for
+// anybody, and a file cut short by a crash is unreadable, so recovery
+// discards the session.
+func createState(dir string, st *State) error {
+	st.Version = stateVersion
+	b, err := json.Marshal(st)
+	if err != nil {
+		return fmt.Errorf("encoding session state: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, stateFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("writing session state: %w", err)
+	}
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("writing session state: %w", err)
+	}
+	return nil
 }
 
 // writeState replaces a state file atomically: it writes a temporary file

@@ -96,6 +96,10 @@ type Store struct {
 	reaperStop chan struct{}
 	reaperDone chan struct{}
 	reaperKick chan struct{}
+
+	trashDir    string
+	janitor     chan string
+	janitorDone chan struct{}
 }
 
 // Open opens (creating it if needed) the store in dir, which must be an
@@ -136,6 +140,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		reaperStop:  make(chan struct{}),
 		reaperDone:  make(chan struct{}),
 		reaperKick:  make(chan struct{}, 1),
+		trashDir:    filepath.Join(dir, "trash"),
+		janitor:     make(chan string, 4096),
+		janitorDone: make(chan struct{}),
 	}
 	s.timeout.Store(int64(opts.Timeout))
 	if err := os.MkdirAll(s.sessionsDir, 0o755); err != nil {
@@ -157,7 +164,17 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = s.dirLock.Close()
 		return nil, err
 	}
+	// Whatever a previous process left in the trash goes now.
+	if err := os.RemoveAll(s.trashDir); err != nil {
+		s.logger.Warn("emptying the trash of removed sessions", zap.Error(err))
+	}
+	if err := os.MkdirAll(s.trashDir, 0o755); err != nil {
+		_ = ts.close()
+		_ = s.dirLock.Close()
+		return nil, fmt.Errorf("creating session directory: %w", err)
+	}
 	go s.reaper()
+	go s.janitorLoop()
 	return s, nil
 }
 
@@ -201,6 +218,26 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.reaperStop)
 	<-s.reaperDone
+	close(s.janitor)
+	<-s.janitorDone
+	// Write what only memory knows (a total, a digest, the last activity),
+	// so that a clean shutdown loses nothing a restart would have to redo.
+	s.mu.RLock()
+	for _, sess := range s.sessions {
+		if !sess.tryLock() {
+			continue
+		}
+		sess.mu.Lock()
+		dirty := sess.dirty && !sess.gone
+		sess.mu.Unlock()
+		if dirty {
+			if err := sess.persist(false); err != nil {
+				s.logger.Warn("saving session state at shutdown", zap.String("session_id", sess.id.Wire()), zap.Error(err))
+			}
+		}
+		sess.Unlock()
+	}
+	s.mu.RUnlock()
 	err := s.tombstones.close()
 	if cerr := s.dirLock.Close(); err == nil {
 		err = cerr
@@ -222,6 +259,10 @@ type CreateInfo struct {
 	// MaxPerOwner, when positive, is how many open sessions the owner (see
 	// State.Owner) may have; Create fails with ErrLimitReached beyond it.
 	MaxPerOwner int
+	// Digest asks for the upload's SHA-256 to be computed while its
+	// fragments are written, so that it is known when the upload completes
+	// without reading the file again.
+	Digest bool
 }
 
 // Create makes a new session with a fresh random id.
@@ -245,7 +286,7 @@ func (s *Store) Create(info CreateInfo) (*Session, error) {
 		}
 		st := &State{
 			ID: id, Root: info.Root, Path: info.Path, URL: info.URL,
-			User: info.User, Client: info.Client,
+			User: info.User, Client: info.Client, Hash: info.Digest,
 			Created: now, LastActivity: now, Total: -1, BootID: s.bootID,
 		}
 		// Reserve the owner's slot first, so that concurrent creates
@@ -264,7 +305,7 @@ func (s *Store) Create(info CreateInfo) (*Session, error) {
 		}
 		s.owners[owner]++
 		s.mu.Unlock()
-		if err := writeState(dir, st, false); err != nil {
+		if err := createState(dir, st); err != nil {
 			_ = os.RemoveAll(dir)
 			s.mu.Lock()
 			s.releaseOwner(owner)
@@ -358,21 +399,57 @@ func (s *Store) remove(sess *Session, reason RemoveReason, tombstone bool) (Stat
 			s.logger.Warn("recording closed session", zap.String("session_id", sess.id.Wire()), zap.Error(err))
 		}
 	}
-	if err := os.RemoveAll(sess.dir); err != nil {
-		// What is left is deleted when the store next opens: a directory
-		// without a readable state is discarded.
-		return st, fmt.Errorf("removing session %s: %w", sess.id, err)
-	}
 	if reason == RemovedCancelled {
-		// A cancelled upload is to be gone for good, power loss or not.
+		// A cancelled upload is to be gone, every byte of it, before the
+		// answer, power loss or not.
+		if err := os.RemoveAll(sess.dir); err != nil {
+			// What is left is deleted when the store next opens: the id
+			// is recorded, or the state file is gone.
+			return st, fmt.Errorf("removing session %s: %w", sess.id, err)
+		}
 		if err := syncDir(s.sessionsDir); err != nil {
 			s.logger.Warn("syncing sessions directory", zap.Error(err))
 		}
+	} else if err := s.discard(sess.dir); err != nil {
+		return st, fmt.Errorf("removing session %s: %w", sess.id, err)
 	}
 	if s.opts.OnRemove != nil {
 		s.opts.OnRemove(st, reason)
 	}
 	return st, nil
+}
+
+// discard takes a session directory out of the store with one rename, and
+// leaves deleting its files to the janitor, off the request path. What the
+// janitor has not deleted when the process ends is deleted at the next
+// Open.
+func (s *Store) discard(dir string) error {
+	trash := filepath.Join(s.trashDir, filepath.Base(dir))
+	if err := os.Rename(dir, trash); err != nil {
+		return os.RemoveAll(dir)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if !s.closed {
+		select {
+		case s.janitor <- trash:
+			return nil
+		default:
+			// The janitor is behind: delete it here.
+		}
+	}
+	return os.RemoveAll(trash)
+}
+
+// janitorLoop deletes discarded session directories until the store is
+// closed, then deletes what is left in the queue.
+func (s *Store) janitorLoop() {
+	defer close(s.janitorDone)
+	for dir := range s.janitor {
+		if err := os.RemoveAll(dir); err != nil {
+			s.logger.Warn("deleting a removed session", zap.String("dir", dir), zap.Error(err))
+		}
+	}
 }
 
 // List returns the state of every session, oldest first.

@@ -259,8 +259,8 @@ func TestWriteEmptyUpload(t *testing.T) {
 			if !bytes.Equal(sess.Digest(), empty[:]) {
 				t.Fatalf("Digest = %x, want %x", sess.Digest(), empty)
 			}
-			if d := diskState(t, sess); d.Total != 0 || !bytes.Equal(d.Digest, empty[:]) {
-				t.Fatalf("state.json: total %d digest %x", d.Total, d.Digest)
+			if st := sess.State(); st.Total != 0 || !st.Complete() {
+				t.Fatalf("state: total %d, complete %v", st.Total, st.Complete())
 			}
 		})
 	}
@@ -287,12 +287,16 @@ func TestWriteFirstFragmentPersistsTotal(t *testing.T) {
 		t.Errorf("state.json total after a gap as first fragment = %d, want 1000", d.Total)
 	}
 
-	// Completion records the digest but takes no durable checkpoint: the
-	// checkpointed length stays where the last fsync left it.
+	// A single-fragment upload writes no state at all until it is
+	// finished: its total and digest reach state.json with the next update,
+	// and completion takes no durable checkpoint.
 	single := create(t, store, "", "s.bin")
 	mustWrite(t, single, content, 0, 999)
-	if d := diskState(t, single); d.Total != 1000 || d.HashOffset != 0 || !bytes.Equal(d.Digest, sha(content)) {
-		t.Errorf("state.json after a single-fragment upload: total %d hash_offset %d digest %x", d.Total, d.HashOffset, d.Digest)
+	if d := diskState(t, single); d.Total != -1 || d.HashOffset != 0 {
+		t.Errorf("state.json after a single-fragment upload: total %d hash_offset %d", d.Total, d.HashOffset)
+	}
+	if st := single.State(); st.Total != 1000 || !bytes.Equal(st.Digest, sha(content)) {
+		t.Errorf("state after a single-fragment upload: total %d digest %x", st.Total, st.Digest)
 	}
 	// SetFinal checkpoints it durably.
 	if err := single.SetFinal(FinalInfo{ReplyURL: "http://x/"}); err != nil {
@@ -340,8 +344,8 @@ func TestWriteMultiFragmentDigest(t *testing.T) {
 			}
 			// The last checkpoint is at most the upload's length, and only
 			// a multiple of CheckpointBytes: completion adds none.
-			if d := diskState(t, sess); !bytes.Equal(d.Digest, sha(content)) || d.HashOffset > int64(size) || (d.HashOffset > 0 && d.HashOffset < 100<<10) {
-				t.Errorf("size %d frag %d: state.json digest %x hash_offset %d", size, frag, d.Digest, d.HashOffset)
+			if d := diskState(t, sess); d.HashOffset > int64(size) || (d.HashOffset > 0 && d.HashOffset < 100<<10) {
+				t.Errorf("size %d frag %d: state.json hash_offset %d", size, frag, d.HashOffset)
 			}
 		}
 	}

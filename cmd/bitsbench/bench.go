@@ -11,9 +11,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -28,6 +30,7 @@ type config struct {
 	smallFiles, smallConc            int
 	smallSize                        int64
 	hugeSize, deliverySize, fragment int64
+	runs                             int
 }
 
 // result is one measured run.
@@ -37,6 +40,8 @@ type result struct {
 	files            int
 	elapsed          time.Duration
 	idleRSS, peakRSS int64
+	cpu              time.Duration // server CPU time during the run
+	runs             int
 }
 
 func (r result) mbps() float64 { return float64(r.bytes) / r.elapsed.Seconds() / 1e6 }
@@ -91,28 +96,53 @@ func uploadScenario(cfg config, self, caddy, name string, files int, size int64,
 	if _, err := rand.Read(data); err != nil {
 		return nil, err
 	}
+	kinds := []string{"bits_upload", "baseline", "baseline-nofsync"}
+	runs := make(map[string][]result)
+	for i := range max(cfg.runs, 1) {
+		for k := range kinds {
+			// Take turns, starting with another server each round.
+			kind := kinds[(k+i)%len(kinds)]
+			// Start every measurement with no dirty pages left over from
+			// the previous one, whose writeback would otherwise compete.
+			syscall.Sync()
+			dir := filepath.Join(cfg.dir, name+"-"+kind)
+			srv, err := startServer(kind, self, caddy, dir, "")
+			if err != nil {
+				return nil, err
+			}
+			res, err := load(srv.url, data, files, size, conc, cfg.fragment)
+			res.scenario, res.server = name, kind
+			res.idleRSS = srv.idleRSS
+			res.peakRSS = srv.peakRSS()
+			res.cpu = srv.cpu() - srv.idleCPU
+			srv.stop()
+			if err == nil {
+				err = verify(srv.root, data, files, size)
+			}
+			os.RemoveAll(dir)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", kind, err)
+			}
+			runs[kind] = append(runs[kind], res)
+		}
+	}
 	var out []result
-	for _, kind := range []string{"bits_upload", "baseline", "baseline-nofsync"} {
-		dir := filepath.Join(cfg.dir, name+"-"+kind)
-		srv, err := startServer(kind, self, caddy, dir, "")
-		if err != nil {
-			return nil, err
-		}
-		res, err := load(srv.url, data, files, size, conc, cfg.fragment)
-		res.scenario, res.server = name, kind
-		res.idleRSS = srv.idleRSS
-		res.peakRSS = srv.peakRSS()
-		srv.stop()
-		if err == nil {
-			err = verify(srv.root, data, files, size)
-		}
-		os.RemoveAll(dir)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", kind, err)
-		}
-		out = append(out, res)
+	for _, kind := range kinds {
+		out = append(out, median(runs[kind]))
 	}
 	return out, nil
+}
+
+// median returns the run of median duration, with the highest peak RSS of
+// all runs.
+func median(rs []result) result {
+	sort.Slice(rs, func(i, j int) bool { return rs[i].elapsed < rs[j].elapsed })
+	m := rs[len(rs)/2]
+	for _, r := range rs {
+		m.peakRSS = max(m.peakRSS, r.peakRSS)
+	}
+	m.runs = len(rs)
+	return m
 }
 
 // load runs the uploads and times them.
@@ -221,6 +251,7 @@ func deliveryScenario(cfg config, caddy string) ([]result, error) {
 		return nil, err
 	}
 	dir := filepath.Join(cfg.dir, "delivery")
+	syscall.Sync()
 	srv, err := startServer("bits_upload", "", caddy, dir, "notify "+app.URL+"/done")
 	if err != nil {
 		return nil, err
@@ -277,7 +308,7 @@ func report(w io.Writer, rs []result) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tserver\tfiles\tMB\tseconds\tMB/s\tfiles/s\tratio\tidle RSS MiB\tpeak RSS MiB\tpeak-idle MiB\t")
+	fmt.Fprintln(tw, "scenario\tserver\truns\tfiles\tMB\tseconds\tMB/s\tfiles/s\tratio\tserver CPU s\tidle RSS MiB\tpeak RSS MiB\tpeak-idle MiB\t")
 	for _, r := range rs {
 		ratio := r.mbps() / base.mbps()
 		idle, peak, over := "-", "-", "-"
@@ -286,8 +317,12 @@ func report(w io.Writer, rs []result) {
 			peak = fmt.Sprintf("%.1f", float64(r.peakRSS)/(1<<20))
 			over = fmt.Sprintf("%.1f", float64(r.peakRSS-r.idleRSS)/(1<<20))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.2f\t%.1f\t%.1f\t%.2f\t%s\t%s\t%s\t\n",
-			r.scenario, r.server, r.files, float64(r.bytes)/1e6, r.elapsed.Seconds(), r.mbps(), r.fps(), ratio, idle, peak, over)
+		cpu := "-"
+		if r.cpu > 0 {
+			cpu = fmt.Sprintf("%.2f", r.cpu.Seconds())
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.1f\t%.1f\t%.2f\t%s\t%s\t%s\t%s\t\n",
+			r.scenario, r.server, max(r.runs, 1), r.files, float64(r.bytes)/1e6, r.elapsed.Seconds(), r.mbps(), r.fps(), ratio, cpu, idle, peak, over)
 	}
 	tw.Flush()
 	fmt.Fprintln(w)

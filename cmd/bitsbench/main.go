@@ -17,8 +17,11 @@
 //	delivery  a 256 MiB upload delivered by value to a local application,
 //	          against a plain POST of the same file from disk
 //
-// Every server runs as its own process, started fresh for each scenario,
-// on 127.0.0.1. Sizes and counts can be changed with flags.
+// Every server runs as its own process, started fresh for each
+// measurement, on 127.0.0.1. Each server is measured -runs times (3 by
+// default), the servers taking turns, and the median run is reported, so
+// that a passing disturbance of the machine does not decide a ratio.
+// Sizes and counts can be changed with flags.
 package main
 
 import (
@@ -55,6 +58,7 @@ func main() {
 	flag.Int64Var(&cfg.hugeSize, "huge-size", 1<<30, "huge: bytes of the single upload")
 	flag.Int64Var(&cfg.deliverySize, "delivery-size", 256<<20, "delivery: bytes of the delivered upload")
 	flag.Int64Var(&cfg.fragment, "fragment", 1<<20, "fragment size")
+	flag.IntVar(&cfg.runs, "runs", 3, "measure each server this many times, alternating servers, and report the median")
 	flag.Parse()
 
 	if err := run(cfg, strings.Split(*scenarios, ",")); err != nil {

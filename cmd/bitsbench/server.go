@@ -20,6 +20,7 @@ type server struct {
 	url     string
 	root    string
 	idleRSS int64
+	idleCPU time.Duration
 }
 
 // startServer starts a fresh server of the given kind in dir and waits
@@ -103,7 +104,24 @@ func startServer(kind, self, caddy, dir, notify string) (*server, error) {
 	http.DefaultClient.CloseIdleConnections()
 	time.Sleep(200 * time.Millisecond)
 	s.idleRSS = s.status("VmRSS")
+	s.idleCPU = s.cpu()
 	return s, nil
+}
+
+// cpu returns the CPU time (user and system) the process has used.
+func (s *server) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name, which is in parentheses.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
 // peakRSS returns the process's peak resident set size in bytes.
