@@ -46,7 +46,7 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *pro
 	sess, err := h.store.Create(session.CreateInfo{
 		Root:        root,
 		Path:        rel,
-		URL:         requestURL(r),
+		URL:         requestURL(r).String(),
 		User:        userOf(r),
 		Client:      remoteIP(r),
 		MaxPerOwner: h.MaxSessionsPerUser,

@@ -139,15 +139,10 @@ func (h *Handler) deliver(r *http.Request, sess *session.Session) (info session.
 // notifyURL resolves the notification URL against the upload URL and
 // appends the upload URL's query string to it.
 func notifyURL(notify, upload string) (string, error) {
-	base, err := url.Parse(upload)
+	base, u, err := resolve(upload, notify)
 	if err != nil {
-		return "", fmt.Errorf("parsing upload URL: %w", err)
+		return "", err
 	}
-	ref, err := url.Parse(notify)
-	if err != nil {
-		return "", fmt.Errorf("parsing notify URL %q: %w", notify, err)
-	}
-	u := base.ResolveReference(ref)
 	if base.RawQuery != "" {
 		if u.RawQuery != "" {
 			u.RawQuery += "&" + base.RawQuery
@@ -158,18 +153,25 @@ func notifyURL(notify, upload string) (string, error) {
 	return u.String(), nil
 }
 
-// resolveAgainst resolves a possibly relative URL against base and
-// requires an http or https result.
-func resolveAgainst(base, ref string) (string, error) {
-	b, err := url.Parse(base)
-	if err != nil {
-		return "", err
+// resolve parses base and ref and resolves ref against base.
+func resolve(base, ref string) (b, u *url.URL, err error) {
+	if b, err = url.Parse(base); err != nil {
+		return nil, nil, fmt.Errorf("parsing URL %q: %w", base, err)
 	}
 	r, err := url.Parse(ref)
 	if err != nil {
+		return nil, nil, fmt.Errorf("parsing URL %q: %w", ref, err)
+	}
+	return b, b.ResolveReference(r), nil
+}
+
+// resolveAgainst resolves a possibly relative URL against base and
+// requires an http or https result.
+func resolveAgainst(base, ref string) (string, error) {
+	_, u, err := resolve(base, ref)
+	if err != nil {
 		return "", err
 	}
-	u := b.ResolveReference(r)
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return "", fmt.Errorf("not an http URL")
 	}
@@ -217,7 +219,7 @@ func applicationFailure(status int, target string) *protocol.Error {
 // reply from: the URL of the request (as the client sent it, so it goes
 // through the same site and matcher) with a bits_reply query parameter.
 func replyURL(r *http.Request, id protocol.SessionID) string {
-	u, _ := url.Parse(requestURL(r))
+	u := requestURL(r)
 	q := u.RawQuery
 	if q != "" {
 		q += "&"

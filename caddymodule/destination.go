@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -48,7 +49,7 @@ func (h *Handler) destination(r *http.Request) (root, rel string, perr *protocol
 }
 
 // requestURL returns the absolute URL of a request, as the client sent it.
-func requestURL(r *http.Request) string {
+func requestURL(r *http.Request) *url.URL {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -58,5 +59,5 @@ func requestURL(r *http.Request) string {
 	if orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request); ok && orig.URL != nil {
 		u.Path, u.RawPath, u.RawQuery = orig.URL.Path, orig.URL.RawPath, orig.URL.RawQuery
 	}
-	return u.String()
+	return &u
 }

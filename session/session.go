@@ -183,8 +183,8 @@ func (s *Session) Write(rng protocol.Range, body io.Reader) (WriteResult, error)
 	}
 	if st.Total < 0 {
 		s.update(func(st *State) { st.Total = rng.Total })
-		// A single-fragment upload records its total at the checkpoint
-		// that completes it; others persist it now.
+		// A single-fragment upload keeps its total in memory like the
+		// rest of its completion (see complete); others persist it now.
 		if rng.First != 0 || !rng.IsFinal() {
 			if err := s.persist(false); err != nil {
 				return WriteResult{Received: st.Received, Total: rng.Total}, err
@@ -346,9 +346,10 @@ func (s *Session) checkpoint(f *os.File) error {
 	return s.persist(true)
 }
 
-// complete finishes the hash of a complete upload and checkpoints it.
+// complete makes sure a complete upload has a data file (an empty upload
+// has none yet) and finishes its digest if one is computed.
 //
-// Nothing is written here: the checkpoint stays where it was, and the
+// Nothing is written to the state file here: the checkpoint stays where it was, and the
 // digest is recorded with the next state update. What needs the upload
 // on disk makes it durable itself: Commit fsyncs the data before linking
 // it into place, and SetFinal takes a durable checkpoint before recording
@@ -368,11 +369,9 @@ func (s *Session) complete() error {
 		return fmt.Errorf("creating data file: %w", err)
 	}
 	if st.Hash && len(st.Digest) == 0 {
-		if err := s.catchUpHash(st.Total); err != nil {
+		if _, err := s.computeDigest(st.Total); err != nil {
 			return err
 		}
-		sum := s.hasher.Sum(nil)
-		s.update(func(st *State) { st.Digest = sum })
 	}
 	// The digest reaches state.json with the next update (the commit's or
 	// the notification's); after a crash before that it is recomputed.
@@ -390,19 +389,31 @@ func (s *Session) EnsureDigest() ([]byte, error) {
 	if !st.Complete() || st.DataDiscarded {
 		return nil, ErrIncomplete
 	}
-	if err := s.catchUpHash(st.Total); err != nil {
+	sum, err := s.computeDigest(st.Total)
+	if err != nil {
+		return nil, err
+	}
+	return sum, s.persist(false)
+}
+
+// computeDigest brings the running SHA-256 up to the upload's total size,
+// reading from the data file what it does not cover yet, and records the
+// sum in memory.
+func (s *Session) computeDigest(total int64) ([]byte, error) {
+	if err := s.catchUpHash(total); err != nil {
 		return nil, err
 	}
 	sum := s.hasher.Sum(nil)
 	s.update(func(st *State) { st.Digest = sum })
-	return sum, s.persist(false)
+	return sum, nil
 }
 
 // syncComplete takes a durable checkpoint of a complete upload, so that
-// neither a restart nor a power loss can rewind it.
+// neither a restart nor a power loss can rewind it. The checkpoint carries
+// the hash state only if the running hash already covers the upload; the
+// digest itself, once computed, is in the state anyway.
 func (s *Session) syncComplete() error {
-	st := s.State()
-	if st.DataDiscarded {
+	if s.State().DataDiscarded {
 		return nil
 	}
 	f, err := os.OpenFile(s.DataPath(), os.O_WRONLY, 0)
@@ -410,9 +421,6 @@ func (s *Session) syncComplete() error {
 		return fmt.Errorf("opening data file: %w", err)
 	}
 	defer f.Close()
-	if err := s.catchUpHash(st.Total); err != nil {
-		return err
-	}
 	return s.checkpoint(f)
 }
 
