@@ -81,7 +81,7 @@ func describeSession(st session.State, dir string) sessionInfo {
 	}
 	info := sessionInfo{
 		ID:           st.ID.Wire(),
-		Destination:  st.Destination(),
+		Destination:  st.DestinationPath(),
 		URL:          st.URL,
 		Received:     st.Received,
 		Total:        st.Total,
@@ -151,7 +151,7 @@ func (adminSessions) handleOne(w http.ResponseWriter, r *http.Request) error {
 			}
 			caddy.Log().Named("admin.api.bits_upload").Info("session cancelled through the admin API",
 				zap.String("session_id", st.ID.Wire()),
-				zap.String("destination", st.Destination()),
+				zap.String("destination", st.DestinationPath()),
 				zap.Int64("received", st.Received),
 				zap.Int64("total", st.Total))
 			return writeJSON(w, describeSession(st, store.Dir()))

@@ -35,8 +35,11 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		allow_overwrite
 //		host_id <host>
 //		host_id_fallback_timeout <duration>
-//		max_sessions_per_user <n>
+//		max_sessions_per_user <n>|off
+//		empty_session_timeout <duration>
 //		min_free_space <size>
+//		drain_limit <size>
+//		drain_timeout <duration>
 //		disable_metrics
 //		notify <url> {
 //			type value|reference
@@ -101,11 +104,33 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&v) {
 				return d.ArgErr()
 			}
+			if v == "off" {
+				h.MaxSessionsPerUser = -1
+				break
+			}
 			n, err := strconv.Atoi(v)
 			if err != nil || n <= 0 {
-				return d.Errf("max_sessions_per_user must be a positive integer, got %q", v)
+				return d.Errf("max_sessions_per_user must be a positive integer or off, got %q", v)
 			}
 			h.MaxSessionsPerUser = n
+		case "empty_session_timeout":
+			dur, err := parseDuration(d, "empty_session_timeout")
+			if err != nil {
+				return err
+			}
+			h.EmptySessionTimeout = dur
+		case "drain_limit":
+			size, err := parseSize(d, "drain_limit")
+			if err != nil {
+				return err
+			}
+			h.DrainLimit = size
+		case "drain_timeout":
+			dur, err := parseDuration(d, "drain_timeout")
+			if err != nil {
+				return err
+			}
+			h.DrainTimeout = dur
 		case "min_free_space":
 			size, err := parseSize(d, "min_free_space")
 			if err != nil {

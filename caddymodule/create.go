@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"errors"
-	"io/fs"
 	"net/http"
 	"time"
 
@@ -12,36 +11,33 @@ import (
 	"github.com/caddy-bits/caddy-bits/session"
 )
 
-// errorTooManySessions is HRESULT_FROM_WIN32(ERROR_TOO_MANY_SESS), the
-// answer to a Create-Session beyond max_sessions_per_user.
-const errorTooManySessions protocol.HRESULT = 0x80070045
-
 // createSession answers Create-Session: it negotiates the protocol, checks
 // the destination, the user's session limit and the disk reserve, and
 // opens a new session.
 func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet) {
 	proto, ok := protocol.NegotiateProtocol(pkt.Protocols)
 	if !ok {
-		h.reject(w, r, pkt, protocol.BadRequest("no supported protocol among %v", pkt.Protocols))
+		h.answer(w, r, pkt, protocol.BadRequest("no supported protocol among %v", pkt.Protocols))
 		return
 	}
-	root, rel, perr := h.destination(r)
-	if perr != nil {
-		h.reject(w, r, pkt, perr)
+	root, rel, err := h.destination(r)
+	if err != nil {
+		h.answer(w, r, pkt, err)
 		return
 	}
-	replacer(r).Set(placeholderDestination, session.State{Root: root, Path: rel}.Destination())
-	if err := session.CheckDestination(root, rel, h.AllowOverwrite); err != nil {
-		if perr := destinationAck(err); perr != nil {
-			h.reject(w, r, pkt, perr)
-		} else {
-			h.fail(w, r, pkt, err)
-		}
+	dest := session.Destination{Root: root, Path: rel}
+	replacer(r).Set(placeholderDestination, dest.String())
+	if err := h.store.Storage().CheckDestination(r.Context(), dest, h.AllowOverwrite); err != nil {
+		h.answer(w, r, pkt, err)
 		return
 	}
-	if perr := h.checkSpace(root, 0); perr != nil {
-		h.reject(w, r, pkt, perr)
+	if err := h.checkSpace(root, 0); err != nil {
+		h.answer(w, r, pkt, err)
 		return
+	}
+	maxPerUser := h.MaxSessionsPerUser
+	if maxPerUser < 0 {
+		maxPerUser = 0
 	}
 	sess, err := h.store.Create(session.CreateInfo{
 		Root:        root,
@@ -49,32 +45,31 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *pro
 		URL:         requestURL(r).String(),
 		User:        userOf(r),
 		Client:      remoteIP(r),
-		MaxPerOwner: h.MaxSessionsPerUser,
+		MaxPerOwner: maxPerUser,
 		// Hashing costs CPU on every byte; only a notification needs the
 		// digest, and it gets it without reading the file again.
 		Digest: h.Notify != nil,
 	})
 	if errors.Is(err, session.ErrLimitReached) {
-		h.reject(w, r, pkt, protocol.Errorf(http.StatusServiceUnavailable, errorTooManySessions,
-			"max_sessions_per_user %d reached", h.MaxSessionsPerUser))
-		return
+		err = protocol.Errorf(http.StatusServiceUnavailable, errorTooManySessions,
+			"max_sessions_per_user %d reached", h.MaxSessionsPerUser)
 	}
 	if err != nil {
-		h.fail(w, r, pkt, err)
+		h.answer(w, r, pkt, err)
 		return
 	}
 	st := sess.State()
 	describe(r, st)
 	h.logger.Info("session created",
 		zap.String("session_id", st.ID.Wire()),
-		zap.String("destination", st.Destination()),
+		zap.String("destination", st.DestinationPath()),
 		zap.String("user", st.User),
 		zap.String("remote_ip", st.Client))
 	h.obs.count(metrics.sessionsCreated.Inc)
 	h.obs.emit(eventSessionCreated, func() map[string]any {
 		return map[string]any{
 			"session_id":  st.ID.Wire(),
-			"destination": st.Destination(),
+			"destination": st.DestinationPath(),
 			"url":         st.URL,
 			"user":        st.User,
 			"remote_ip":   st.Client,
@@ -97,9 +92,18 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *pro
 
 // checkSpace enforces min_free_space: the file systems of the session
 // directory and of the root must keep that much free after need more
-// bytes are written.
-func (h *Handler) checkSpace(root string, need int64) *protocol.Error {
+// bytes are written. Without min_free_space, a Create-Session (need 0)
+// is still refused when the session directory's file system is full:
+// no upload could be received there.
+func (h *Handler) checkSpace(root string, need int64) error {
 	if h.MinFreeSpace <= 0 {
+		if need > 0 {
+			return nil
+		}
+		if free, err := session.FreeSpace(h.store.Dir()); err == nil && free == 0 {
+			return protocol.Errorf(http.StatusInternalServerError, protocol.ErrorDiskFull,
+				"the file system of %s is full", h.store.Dir())
+		}
 		return nil
 	}
 	for _, dir := range []string{h.store.Dir(), root} {
@@ -111,27 +115,6 @@ func (h *Handler) checkSpace(root string, need int64) *protocol.Error {
 			return protocol.Errorf(http.StatusInternalServerError, protocol.ErrorDiskFull,
 				"%d bytes free on the file system of %s, %d more wanted, min_free_space is %d", free, dir, need, h.MinFreeSpace)
 		}
-	}
-	return nil
-}
-
-// destinationAck maps a destination error to the client's answer, or nil
-// for a server-side failure.
-func destinationAck(err error) *protocol.Error {
-	switch {
-	case errors.Is(err, session.ErrDestinationIsDir):
-		return protocol.BadRequest("destination is a directory")
-	case errors.Is(err, session.ErrDestinationExists):
-		// 403, not the 409 MSDN's Ack page lists: [MC-BUP] says 403, and
-		// clients retry a 409 as transient, so a permanent condition would
-		// be retried until the job's no-progress timeout.
-		return protocol.Errorf(http.StatusForbidden, protocol.EAccessDenied, "destination exists and allow_overwrite is off")
-	case errors.Is(err, session.ErrInvalidDestination):
-		return protocol.BadRequest("%v", err)
-	case errors.Is(err, fs.ErrPermission):
-		return protocol.Errorf(http.StatusForbidden, protocol.EAccessDenied, "no permission to write the destination: %v", err)
-	case errors.Is(err, fs.ErrNotExist):
-		return protocol.Errorf(http.StatusNotFound, protocol.ErrorPathNotFound, "upload root does not exist: %v", err)
 	}
 	return nil
 }

@@ -8,9 +8,10 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
+
+	"go.uber.org/zap"
 
 	"github.com/caddy-bits/caddy-bits/protocol"
 	"github.com/caddy-bits/caddy-bits/session"
@@ -23,57 +24,146 @@ const maxReplyURLLength = 2200
 // of the file named by BITS-Request-DataFile-Name.
 const digestHeader = "BITS-Request-DataFile-Digest"
 
+// deliveryError is a failed notification, with the result label of the
+// notifications_total metric. It wraps the *protocol.Error to answer the
+// client with (context 0x7) when the application failed, or the local
+// error when this server did.
+type deliveryError struct {
+	result string
+	err    error
+}
+
+func (e *deliveryError) Error() string { return e.err.Error() }
+func (e *deliveryError) Unwrap() error { return e.err }
+
+// failed wraps err as a notification that failed with the given result.
+func failed(result string, err error) error { return &deliveryError{result: result, err: err} }
+
+// notifier returns the Notify function of Settle for a final fragment: it
+// delivers the upload, then counts, logs and reports the outcome.
+func (h *Handler) notifier(r *http.Request) func(context.Context, *session.Delivery) (session.FinalInfo, error) {
+	return func(ctx context.Context, d *session.Delivery) (session.FinalInfo, error) {
+		start := time.Now()
+		info, err := h.deliver(ctx, r, d)
+		elapsed := time.Since(start)
+		result := notifySuccess
+		var de *deliveryError
+		if errors.As(err, &de) {
+			result = de.result
+		} else if err != nil {
+			result = notifyLocalError
+		}
+		h.obs.count(func() {
+			metrics.notifications.WithLabelValues(result).Inc()
+			metrics.notificationDuration.Observe(elapsed.Seconds())
+		})
+		st := d.State()
+		if err != nil {
+			h.logger.Warn("notification failed",
+				zap.String("session_id", st.ID.Wire()),
+				zap.String("result", result),
+				zap.Duration("duration", elapsed),
+				zap.String("reason", err.Error()))
+			h.obs.emit(eventNotificationFailed, func() map[string]any {
+				data := map[string]any{
+					"session_id":  st.ID.Wire(),
+					"destination": st.DestinationPath(),
+					"size":        st.Total,
+					"result":      result,
+					"reason":      err.Error(),
+				}
+				var perr *protocol.Error
+				if errors.As(err, &perr) {
+					data["status"] = perr.Status
+					data["error_code"] = perr.Code.String()
+				}
+				return data
+			})
+			return info, err
+		}
+		h.logger.Info("upload delivered to the server application",
+			zap.String("session_id", st.ID.Wire()),
+			zap.Duration("duration", elapsed),
+			zap.Bool("copy_to_destination", info.Commit),
+			zap.String("reply_url", info.ReplyURL),
+			zap.Int64("reply_size", info.ReplySize))
+		return info, nil
+	}
+}
+
 // deliver notifies the server application of a complete upload and stores
-// its reply. It returns what the final Ack is to carry, or the Ack to
-// send when the application failed (context 0x7), and the result label of
-// the notifications_total metric.
+// its reply: it builds the request, exchanges it, and interprets the
+// answer. It returns what the final Ack is to carry.
 //
 // The exchange runs under the request's context, detached from its
 // cancellation and bounded by the notify timeout: neither a config reload
 // nor the client hanging up cuts a delivery short, so its outcome is
 // recorded and the client's retry gets it without a second delivery.
-func (h *Handler) deliver(r *http.Request, sess *session.Session) (info session.FinalInfo, result string, perr *protocol.Error, err error) {
-	n := h.Notify
-	st := sess.State()
-	target, err := notifyURL(replacer(r).ReplaceAll(n.URL, ""), st.URL)
-	if err != nil {
-		return session.FinalInfo{}, notifyLocalError, nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), time.Duration(n.Timeout))
+func (h *Handler) deliver(ctx context.Context, r *http.Request, d *session.Delivery) (session.FinalInfo, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Duration(h.Notify.Timeout))
 	defer cancel()
-
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, http.NoBody) //nolint:gosec // the URL is the configured notify URL
+	req, client, err := h.buildNotification(ctx, r, d)
 	if err != nil {
-		return session.FinalInfo{}, notifyLocalError, nil, fmt.Errorf("building notification: %w", err)
+		return session.FinalInfo{}, err
 	}
-	sum, err := sess.EnsureDigest()
+	if req.Body != nil {
+		defer req.Body.Close()
+	}
+	resp, err := exchange(ctx, client, req)
 	if err != nil {
-		return session.FinalInfo{}, notifyLocalError, nil, err
+		return session.FinalInfo{}, err
+	}
+	defer resp.Body.Close()
+	return h.interpret(ctx, r, d, req.URL.String(), resp)
+}
+
+// buildNotification builds the POST to the application, and picks the
+// client that sends it (see notifyTarget).
+func (h *Handler) buildNotification(ctx context.Context, r *http.Request, d *session.Delivery) (*http.Request, *http.Client, error) {
+	n := h.Notify
+	st := d.State()
+	target, self, err := n.target(r, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	client := n.client
+	if self {
+		client = n.self
+		ctx = context.WithValue(ctx, selfAddrKey{}, r.Context().Value(http.LocalAddrContextKey))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target.String(), http.NoBody) //nolint:gosec // the configured notify URL
+	if err != nil {
+		return nil, nil, fmt.Errorf("building notification: %w", err)
+	}
+	sum, err := d.Digest()
+	if err != nil {
+		return nil, nil, err
 	}
 	digest := "sha-256=:" + base64.StdEncoding.EncodeToString(sum) + ":"
 	if n.byReference {
 		// A reply left by an earlier, failed attempt must not become this
 		// one's.
-		if err := sess.DiscardReply(); err != nil {
-			return session.FinalInfo{}, notifyLocalError, nil, err
+		if err := d.DiscardReply(); err != nil {
+			return nil, nil, err
 		}
-		req.Header.Set(protocol.HeaderRequestDataFileName, sess.DataPath())
-		req.Header.Set(protocol.HeaderResponseDataFileName, sess.ReplyPath())
+		path, ok := d.Path()
+		if !ok {
+			return nil, nil, errors.New("the upload's storage keeps it in no local file to name by reference")
+		}
+		req.Header.Set(protocol.HeaderRequestDataFileName, path)
+		req.Header.Set(protocol.HeaderResponseDataFileName, d.ReplyPath())
 		req.Header.Set(digestHeader, digest)
 		req.ContentLength = 0
 	} else {
-		f, err := os.Open(sess.DataPath()) //nolint:gosec // a path the session store built from a server-generated id
-		if err != nil {
-			return session.FinalInfo{}, notifyLocalError, nil, fmt.Errorf("opening upload for notification: %w", err)
-		}
-		defer f.Close()
 		req.Header.Set("Content-Digest", digest)
 		req.Header.Set("Content-Type", "application/octet-stream")
 		if st.Total > 0 {
-			req.Body = io.NopCloser(io.NewSectionReader(f, 0, st.Total))
-			req.GetBody = func() (io.ReadCloser, error) {
-				return io.NopCloser(io.NewSectionReader(f, 0, st.Total)), nil
+			body, err := d.Open()
+			if err != nil {
+				return nil, nil, fmt.Errorf("opening upload for notification: %w", err)
 			}
+			req.Body = body
+			req.GetBody = func() (io.ReadCloser, error) { return d.Open() }
 		}
 		req.ContentLength = st.Total
 	}
@@ -86,101 +176,73 @@ func (h *Handler) deliver(r *http.Request, sess *session.Session) (info session.
 			req.Header.Add(name, replacer(r).ReplaceAll(v, ""))
 		}
 	}
+	return req, client, nil
+}
 
-	resp, err := n.client.Do(req) //nolint:gosec // the URL is the configured notify URL
+// exchange sends the notification and returns the application's answer,
+// or the failure to get one, classified for the client.
+func exchange(ctx context.Context, client *http.Client, req *http.Request) (*http.Response, error) {
+	resp, err := client.Do(req) //nolint:gosec // the configured notify URL
 	if err != nil {
-		return session.FinalInfo{}, failureResult(ctx, err), transportFailure(ctx, "sending notification to "+target, err), nil
+		perr := transportFailure(ctx, "sending notification to "+req.URL.Redacted(), err)
+		return nil, failed(failureResult(perr), perr)
 	}
-	defer resp.Body.Close()
+	return resp, nil
+}
+
+// interpret reads the application's answer: its status, whether it asks
+// for the upload to be placed, and its reply (a static URL, its body by
+// value, or the file it wrote by reference), which it stores.
+func (h *Handler) interpret(ctx context.Context, r *http.Request, d *session.Delivery, target string, resp *http.Response) (session.FinalInfo, error) {
+	n := h.Notify
+	st := d.State()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-		return session.FinalInfo{}, notifyAppError, applicationFailure(resp.StatusCode, target), nil
+		return session.FinalInfo{}, failed(notifyAppError, applicationFailure(resp.StatusCode, target))
 	}
-
-	info = session.FinalInfo{Commit: resp.Header.Get(protocol.HeaderCopyFileToDest) != "" || len(resp.Header.Values(protocol.HeaderCopyFileToDest)) > 0}
+	info := session.FinalInfo{Commit: len(resp.Header.Values(protocol.HeaderCopyFileToDest)) > 0}
 	if static := resp.Header.Get(protocol.HeaderStaticResponseURL); static != "" {
 		u, err := resolveAgainst(st.URL, static)
 		if err != nil || len(u) > maxReplyURLLength {
-			return session.FinalInfo{}, notifyAppError, protocol.Errorf(http.StatusBadGateway, protocol.HTTPError(http.StatusBadGateway),
-				"server application answered an unusable %s %.100q", protocol.HeaderStaticResponseURL, static).App(), nil
+			return session.FinalInfo{}, failed(notifyAppError, protocol.Errorf(http.StatusBadGateway, protocol.HTTPError(http.StatusBadGateway),
+				"server application answered an unusable %s %.100q", protocol.HeaderStaticResponseURL, static).App())
 		}
 		_, _ = io.CopyN(io.Discard, resp.Body, n.MaxReplySize)
-		if err := sess.DiscardReply(); err != nil {
-			return session.FinalInfo{}, notifyLocalError, nil, err
+		if err := d.DiscardReply(); err != nil {
+			return session.FinalInfo{}, err
 		}
 		info.ReplyURL, info.ReplyStatic = u, true
-		return info, notifySuccess, nil, nil
+		return info, nil
 	}
-
 	var size int64
+	var err error
 	if n.byReference {
 		_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
-		size, err = sess.AdoptReply(n.MaxReplySize)
+		size, err = d.AdoptReply(n.MaxReplySize)
 	} else {
 		body := &readErrRecorder{r: resp.Body}
-		size, err = sess.StoreReply(body, n.MaxReplySize)
+		size, err = d.StoreReply(body, n.MaxReplySize)
 		if body.err != nil && !errors.Is(err, session.ErrReplyTooLarge) {
-			return session.FinalInfo{}, failureResult(ctx, body.err), transportFailure(ctx, "reading the reply of "+target, body.err), nil
+			perr := transportFailure(ctx, "reading the reply of "+target, body.err)
+			return session.FinalInfo{}, failed(failureResult(perr), perr)
 		}
 	}
 	switch {
 	case errors.Is(err, session.ErrReplyTooLarge):
-		return session.FinalInfo{}, notifyTooLarge, protocol.Errorf(http.StatusInternalServerError, protocol.BGTooLarge,
-			"server application's reply exceeds max_reply_size %d", n.MaxReplySize).App(), nil
+		return session.FinalInfo{}, failed(notifyTooLarge, protocol.Errorf(http.StatusInternalServerError, protocol.BGTooLarge,
+			"server application's reply exceeds max_reply_size %d", n.MaxReplySize).App())
 	case err != nil:
-		return session.FinalInfo{}, notifyLocalError, nil, err
+		return session.FinalInfo{}, err
 	}
 	info.ReplyURL = replyURL(r, st.ID)
 	info.ReplySize = size
 	info.ReplyModified = time.Now().UTC().Truncate(time.Second)
-	return info, notifySuccess, nil, nil
-}
-
-// notifyURL resolves the notification URL against the upload URL and
-// appends the upload URL's query string to it.
-func notifyURL(notify, upload string) (string, error) {
-	base, u, err := resolve(upload, notify)
-	if err != nil {
-		return "", err
-	}
-	if base.RawQuery != "" {
-		if u.RawQuery != "" {
-			u.RawQuery += "&" + base.RawQuery
-		} else {
-			u.RawQuery = base.RawQuery
-		}
-	}
-	return u.String(), nil
-}
-
-// resolve parses base and ref and resolves ref against base.
-func resolve(base, ref string) (b, u *url.URL, err error) {
-	if b, err = url.Parse(base); err != nil {
-		return nil, nil, fmt.Errorf("parsing URL %q: %w", base, err)
-	}
-	r, err := url.Parse(ref)
-	if err != nil {
-		return nil, nil, fmt.Errorf("parsing URL %q: %w", ref, err)
-	}
-	return b, b.ResolveReference(r), nil
-}
-
-// resolveAgainst resolves a possibly relative URL against base and
-// requires an http or https result.
-func resolveAgainst(base, ref string) (string, error) {
-	_, u, err := resolve(base, ref)
-	if err != nil {
-		return "", err
-	}
-	if u.Scheme != "http" && u.Scheme != "https" {
-		return "", fmt.Errorf("not an http URL")
-	}
-	return u.String(), nil
+	return info, nil
 }
 
 // failureResult names a failed exchange for notifications_total.
-func failureResult(ctx context.Context, err error) string {
-	if transportFailure(ctx, "", err).Status == http.StatusRequestTimeout {
+func failureResult(perr *protocol.Error) string {
+	if perr.Status == http.StatusRequestTimeout {
 		return notifyTimeout
 	}
 	return notifyUnreachable
@@ -241,4 +303,22 @@ func (e *readErrRecorder) Read(p []byte) (int, error) {
 		e.err = err
 	}
 	return n, err
+}
+
+// resolveAgainst resolves a possibly relative URL against base and
+// requires an http or https result.
+func resolveAgainst(base, ref string) (string, error) {
+	b, err := url.Parse(base)
+	if err != nil {
+		return "", fmt.Errorf("parsing URL %q: %w", base, err)
+	}
+	r, err := url.Parse(ref)
+	if err != nil {
+		return "", fmt.Errorf("parsing URL %q: %w", ref, err)
+	}
+	u := b.ResolveReference(r)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", errors.New("not an http URL")
+	}
+	return u.String(), nil
 }

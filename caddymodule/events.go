@@ -52,7 +52,7 @@ func (o *observer) removed(st session.State, reason session.RemoveReason) {
 		o.emit(eventSessionCancelled, func() map[string]any {
 			return map[string]any{
 				"session_id":  st.ID.Wire(),
-				"destination": st.Destination(),
+				"destination": st.DestinationPath(),
 				"received":    st.Received,
 				"total":       st.Total,
 				"committed":   st.Committed,
@@ -64,7 +64,7 @@ func (o *observer) removed(st session.State, reason session.RemoveReason) {
 		o.emit(eventSessionReaped, func() map[string]any {
 			return map[string]any{
 				"session_id":    st.ID.Wire(),
-				"destination":   st.Destination(),
+				"destination":   st.DestinationPath(),
 				"received":      st.Received,
 				"total":         st.Total,
 				"finished":      st.Finished,

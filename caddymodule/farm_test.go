@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/caddy-bits/caddy-bits/client"
 	"github.com/caddy-bits/caddy-bits/protocol"
+	"github.com/caddy-bits/caddy-bits/session"
 )
 
 // farmNode is one Caddy process of the farm: it keeps its sessions on its
@@ -42,8 +44,8 @@ func (n *farmNode) holds(t testing.TB, path string) bool {
 // hasSession reports whether the node's session directory holds the
 // session id.
 func (n *farmNode) hasSession(id protocol.SessionID) bool {
-	_, err := os.Stat(filepath.Join(n.sessions, "active", id.Bare()))
-	return err == nil
+	ids, err := session.Stored(n.sessions)
+	return err == nil && slices.Contains(ids, id)
 }
 
 // farm is three bits_upload nodes on 127.0.0.2-4 and a load balancer on

@@ -15,39 +15,51 @@ import (
 
 // fragment answers a Fragment following the decision table of the
 // protocol: append the new tail, acknowledge a retransmission, ask the
-// client to resync after a gap, and finish the upload when its last byte
+// client to resync after a gap, and settle the upload when its last byte
 // arrives.
 func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet) {
-	sess := h.acquire(w, r, pkt)
-	if sess == nil {
+	l, err := h.lease(w, r, pkt)
+	if err != nil {
+		h.answer(w, r, pkt, err)
 		return
 	}
-	defer sess.Unlock()
+	defer l.Release()
 
-	st := sess.State()
-	if _, rel, perr := h.destination(r); perr != nil || rel != st.Path {
-		h.reject(w, r, pkt, protocol.BadRequest("fragment sent to another URL than its session's (%s)", st.Path))
+	st := l.State()
+	// The request must name the session's own destination, exactly as a
+	// Create-Session would have mapped it now.
+	if root, rel, err := h.destination(r); err != nil || root != st.Root || rel != st.Path {
+		h.answer(w, r, pkt, protocol.BadRequest("fragment sent to another URL than its session's (%s)", st.Path))
 		return
 	}
 	if h.MaxSize > 0 && pkt.Range.Total > h.MaxSize {
-		h.reject(w, r, pkt, protocol.Errorf(http.StatusInternalServerError, protocol.BGTooLarge,
+		h.answer(w, r, pkt, protocol.Errorf(http.StatusInternalServerError, protocol.BGTooLarge,
 			"upload of %d bytes exceeds max_size %d", pkt.Range.Total, h.MaxSize))
 		return
 	}
 	if need := pkt.Range.Last + 1 - st.Received; need > 0 && pkt.Range.First <= st.Received {
-		if perr := h.checkSpace(st.Root, need); perr != nil {
-			h.reject(w, r, pkt, perr)
+		if err := h.checkSpace(st.Root, need); err != nil {
+			h.answer(w, r, pkt, err)
 			return
 		}
 	}
 
-	res, err := sess.Write(pkt.Range, r.Body)
+	res, err := l.Write(pkt.Range, r.Body, session.WriteOptions{Place: h.Notify == nil, Overwrite: h.AllowOverwrite})
 	h.obs.count(func() { metrics.bytesReceived.Add(float64(res.Written)) })
 	replacer(r).Set(placeholderReceived, strconv.FormatInt(res.Received, 10))
 	replacer(r).Set(placeholderTotal, strconv.FormatInt(pkt.Range.Total, 10))
 	switch {
-	case errors.Is(err, session.ErrTotalChanged):
-		h.reject(w, r, pkt, protocol.BadRequest("%v", err))
+	case errors.Is(err, session.ErrInterrupted):
+		// A newer request of the session took over; this one's
+		// connection stalled or was given up, so it is closed.
+		if c := h.logger.Check(zapcore.DebugLevel, "fragment taken over by a newer request"); c != nil {
+			c.Write(zap.String("session_id", pkt.SessionID.Wire()), zap.Int64("kept", res.Written))
+		}
+		// 503, which clients retry: an answer this request's client
+		// still reads must not fail its job.
+		w.Header().Set("Connection", "close")
+		h.writeAck(w, r, pkt, protocol.Ack{Status: http.StatusServiceUnavailable,
+			Code: protocol.HTTPError(http.StatusServiceUnavailable), Context: protocol.ContextRemoteFile})
 		return
 	case errors.Is(err, session.ErrBodyIncomplete):
 		// The connection broke mid-fragment; the bytes that arrived are
@@ -57,16 +69,13 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 		}
 		h.writeAck(w, r, pkt, protocol.ErrorAck(protocol.BadRequest("fragment body ended early")))
 		return
-	case errors.Is(err, session.ErrNotFound):
-		h.reject(w, r, pkt, protocol.SessionNotFound("fragment for a removed session"))
-		return
 	case err != nil:
-		h.fail(w, r, pkt, err)
+		h.answer(w, r, pkt, err)
 		return
 	}
 
 	if res.Complete {
-		h.finalAck(w, r, pkt, sess)
+		h.finalAck(w, r, pkt, l)
 		return
 	}
 	ack := protocol.Ack{SessionID: pkt.SessionID, Received: res.Received, HasReceived: true}
@@ -81,92 +90,62 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 }
 
 // finalAck answers a fragment after which the session holds every byte:
-// the first time it finishes the session, and every time it answers with
+// the first time it settles the session, and every time it answers with
 // the same final Ack.
-func (h *Handler) finalAck(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet, sess *session.Session) {
-	info, finished := sess.Finished()
-	if !finished {
-		var perr *protocol.Error
-		var err error
-		info, perr, err = h.finish(r, sess)
-		if perr != nil {
-			h.reject(w, r, pkt, perr)
-			return
-		}
-		if err != nil {
-			h.fail(w, r, pkt, err)
-			return
-		}
+//
+// The upload is placed here, with the last byte, and not at Close-Session
+// as [MC-BUP] 3.2.5.2.7 has it: MSDN (IBackgroundCopyJob::Complete,
+// Cancel-Session) says the file is in place once the last fragment is
+// acknowledged, clients may never send Close-Session, and a Close-Session
+// that only cleans up can be repeated safely.
+func (h *Handler) finalAck(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet, l *session.Lease) {
+	opts := session.SettleOptions{Overwrite: h.AllowOverwrite}
+	if h.Notify != nil {
+		opts.Notify = h.notifier(r)
 	}
-	st := sess.State()
+	out, err := l.Settle(r.Context(), opts)
+	if err != nil {
+		h.answer(w, r, pkt, err)
+		return
+	}
+	st := l.State()
+	if !out.Cached {
+		h.settled(st, out)
+	}
 	h.writeAck(w, r, pkt, protocol.Ack{
 		SessionID:   pkt.SessionID,
 		Received:    st.Total,
 		HasReceived: true,
-		ReplyURL:    info.ReplyURL,
+		ReplyURL:    out.Final.ReplyURL,
 	})
 }
 
-// finish settles a complete session, once: it notifies the server
-// application if one is configured, commits the upload to its destination
-// (always without a notification, on request with one), and records the
-// final Ack durably. Each step's outcome is recorded before the next, so a
-// retried final fragment, or one after a restart, redoes only what did not
-// succeed: a commit refused because the destination exists never causes a
-// second notification.
-//
-// The commit happens here, with the last byte, and not at Close-Session as
-// [MC-BUP] 3.2.5.2.7 has it: MSDN (IBackgroundCopyJob::Complete,
-// Cancel-Session) says the file is in place once the last fragment is
-// acknowledged, clients may never send Close-Session, and a Close-Session
-// that only cleans up can be repeated safely.
-func (h *Handler) finish(r *http.Request, sess *session.Session) (session.FinalInfo, *protocol.Error, error) {
-	info, decided := sess.Final()
-	if !decided {
-		if h.Notify == nil {
-			info = session.FinalInfo{Commit: true}
-		} else {
-			var perr *protocol.Error
-			var err error
-			info, perr, err = h.notify(r, sess)
-			if perr != nil || err != nil {
-				return info, perr, err
-			}
-		}
-	}
-	if info.Commit {
-		start := time.Now()
-		if err := sess.Commit(h.AllowOverwrite); err != nil {
-			if perr := destinationAck(err); perr != nil {
-				return info, perr, nil
-			}
-			return info, nil, err
-		}
-		h.obs.count(func() { metrics.commitDuration.Observe(time.Since(start).Seconds()) })
-		st := sess.State()
+// settled logs, counts and reports a session that was just settled.
+func (h *Handler) settled(st session.State, out session.Settlement) {
+	if out.Placed {
+		h.obs.count(func() { metrics.commitDuration.Observe(out.PlaceTime.Seconds()) })
 		fields := []zap.Field{
 			zap.String("session_id", st.ID.Wire()),
-			zap.String("destination", st.Destination()),
+			zap.String("destination", st.DestinationPath()),
 			zap.Int64("size", st.Total),
-			zap.Duration("duration", time.Since(start)),
+			zap.Duration("duration", out.PlaceTime),
 		}
 		if len(st.Digest) > 0 {
 			fields = append(fields, zap.String("sha256", hexDigest(st.Digest)))
 		}
 		h.logger.Info("upload committed", fields...)
 	}
-	if err := sess.Finish(info); err != nil {
-		return info, nil, err
+	if out.DiscardError != nil {
+		h.logger.Warn("deleting delivered upload", zap.String("session_id", st.ID.Wire()), zap.Error(out.DiscardError))
 	}
-	st := sess.State()
 	h.obs.count(metrics.sessionsCompleted.Inc)
 	h.obs.emit(eventSessionCompleted, func() map[string]any {
 		data := map[string]any{
 			"session_id":  st.ID.Wire(),
-			"destination": st.Destination(),
+			"destination": st.DestinationPath(),
 			"size":        st.Total,
 			"committed":   st.Committed,
-			"reply_url":   info.ReplyURL,
+			"reply_url":   out.Final.ReplyURL,
 			"user":        st.User,
 			"duration_ms": time.Since(st.Created).Milliseconds(),
 		}
@@ -176,58 +155,4 @@ func (h *Handler) finish(r *http.Request, sess *session.Session) (session.FinalI
 		}
 		return data
 	})
-	if h.Notify != nil {
-		// The application has the upload (and it is committed if it
-		// asked), so its data file can go now; the reply stays until the
-		// session ends.
-		if err := sess.DiscardData(); err != nil {
-			h.logger.Warn("deleting delivered upload", zap.String("session_id", st.ID.Wire()), zap.Error(err))
-		}
-	}
-	return info, nil, nil
-}
-
-// notify delivers a complete upload to the server application, records
-// the outcome durably, and counts and reports it.
-func (h *Handler) notify(r *http.Request, sess *session.Session) (session.FinalInfo, *protocol.Error, error) {
-	start := time.Now()
-	info, result, perr, err := h.deliver(r, sess)
-	elapsed := time.Since(start)
-	h.obs.count(func() {
-		metrics.notifications.WithLabelValues(result).Inc()
-		metrics.notificationDuration.Observe(elapsed.Seconds())
-	})
-	st := sess.State()
-	if perr != nil || err != nil {
-		h.logger.Warn("notification failed",
-			zap.String("session_id", st.ID.Wire()),
-			zap.String("result", result),
-			zap.Duration("duration", elapsed),
-			zap.String("reason", errorText(perr, err)))
-		h.obs.emit(eventNotificationFailed, func() map[string]any {
-			data := map[string]any{
-				"session_id":  st.ID.Wire(),
-				"destination": st.Destination(),
-				"size":        st.Total,
-				"result":      result,
-				"reason":      errorText(perr, err),
-			}
-			if perr != nil {
-				data["status"] = perr.Status
-				data["error_code"] = perr.Code.String()
-			}
-			return data
-		})
-		return info, perr, err
-	}
-	if err := sess.SetFinal(info); err != nil {
-		return info, nil, err
-	}
-	h.logger.Info("upload delivered to the server application",
-		zap.String("session_id", st.ID.Wire()),
-		zap.Duration("duration", elapsed),
-		zap.Bool("copy_to_destination", info.Commit),
-		zap.String("reply_url", info.ReplyURL),
-		zap.Int64("reply_size", info.ReplySize))
-	return info, nil, nil
 }

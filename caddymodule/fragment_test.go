@@ -133,7 +133,7 @@ func TestMaxSize(t *testing.T) {
 	s := create(t, c, srv.URL("/big.bin"))
 	a := fragment(t, s, data, 0, 99)
 	checkAck(t, a, ack{status: 500, code: protocol.BGTooLarge})
-	assertNoFile(t, filepath.Join(srv.SessionDir, "active", s.ID.Bare(), "data"))
+	assertNoFile(t, sessionFile(srv.SessionDir, s.ID, "data"))
 	assertNoFile(t, filepath.Join(srv.Root, "big.bin"))
 
 	var err error

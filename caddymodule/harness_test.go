@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/caddy-bits/caddy-bits/client"
 	"github.com/caddy-bits/caddy-bits/protocol"
+	"github.com/caddy-bits/caddy-bits/session"
 
 	_ "github.com/caddy-bits/caddy-bits/caddymodule"
 )
@@ -195,18 +197,42 @@ func assertNoFile(t testing.TB, path string) {
 	}
 }
 
-// sessionDirs returns the names of the session directories on disk.
+// sessionDirs returns the bare ids of the sessions stored on disk, as a
+// restart would find them.
 func sessionDirs(t testing.TB, sessionDir string) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(sessionDir, "active"))
-	if err != nil && !os.IsNotExist(err) {
+	ids, err := session.Stored(sessionDir)
+	if err != nil {
 		t.Fatal(err)
 	}
 	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
+	for _, id := range ids {
+		names = append(names, id.Bare())
 	}
 	return names
+}
+
+// sessionFile returns the path of one of a session's files in the store:
+// kind is "data", "reply" or "json".
+func sessionFile(sessionDir string, id protocol.SessionID, kind string) string {
+	return filepath.Join(sessionDir, "active", id.Bare()+"."+kind)
+}
+
+// sessionStored reports whether a session is stored on disk.
+func sessionStored(t testing.TB, sessionDir string, id protocol.SessionID) bool {
+	t.Helper()
+	return slices.Contains(sessionDirs(t, sessionDir), id.Bare())
+}
+
+// assertNoSession asserts that nothing of a session is stored any more.
+func assertNoSession(t testing.TB, sessionDir string, id protocol.SessionID) {
+	t.Helper()
+	for _, kind := range []string{"data", "reply", "json"} {
+		assertNoFile(t, sessionFile(sessionDir, id, kind))
+	}
+	if sessionStored(t, sessionDir, id) {
+		t.Fatalf("session %s is still stored", id)
+	}
 }
 
 // ack is an expected Ack: status, error code and the headers that must be

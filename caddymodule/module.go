@@ -113,11 +113,36 @@ type Handler struct {
 	// authenticated user ({http.auth.user.id}, which basic_auth and other
 	// authentication handlers set; with forward_auth, map the user header
 	// the auth service returns onto it) or, without one, per client
-	// address. A Create-Session beyond it gets 503 with
-	// ERROR_TOO_MANY_SESS (0x80070045), which clients retry later.
-	// Finished sessions count until they are closed or reaped. Default: 0,
-	// unlimited (IIS's BITSNumberOfSessionsLimit is 50).
+	// address as Caddy determines it (so trusted_proxies applies). A
+	// Create-Session beyond it gets 503 with ERROR_TOO_MANY_SESS
+	// (0x80070045), which clients retry later. Finished sessions count
+	// until they are closed or reaped. Clients behind one NAT address
+	// share the limit unless they authenticate. A negative value
+	// (Caddyfile: `off`) removes the limit. Default: 50, as IIS's
+	// BITSNumberOfSessionsLimit.
 	MaxSessionsPerUser int `json:"max_sessions_per_user,omitempty"`
+
+	// How long a session that has received no byte may go without a
+	// request before it is deleted. Its client loses nothing: it sends
+	// its first fragment right after Create-Session, and if it comes back
+	// later, it gets BG_E_SESSION_NOT_FOUND and creates a new session,
+	// from byte 0 as it would have. It is capped at session_timeout.
+	// Default: 10 minutes.
+	EmptySessionTimeout caddy.Duration `json:"empty_session_timeout,omitempty"`
+
+	// How many bytes of a fragment's body, at most, are read and
+	// discarded before an early answer (a gap's 416, a retransmission of
+	// held bytes, an unknown session, max_size, a full disk, ...). Windows
+	// writes a whole fragment before it reads the answer; without the
+	// drain, closing the connection on the unread body would reset it and
+	// lose the answer. A body with more left than this is not read, and
+	// the connection is closed after the answer. Default: 16 MiB (Windows
+	// fragments are at most 13 MB).
+	DrainLimit int64 `json:"drain_limit,omitempty"`
+
+	// How long, at most, draining a rejected fragment's body may take
+	// before the connection is closed instead. Default: 30 seconds.
+	DrainTimeout caddy.Duration `json:"drain_timeout,omitempty"`
 
 	// The free space, in bytes, to keep on the file systems that hold
 	// session_dir and root. A Create-Session, or a fragment whose new bytes
@@ -135,7 +160,8 @@ type Handler struct {
 	storeKey   string
 	storeUser  *storeUser
 	obs        *observer
-	staticRoot string // absolute root when Root has no placeholders
+	root       *rootTemplate
+	sessionDir string // the session directory with symbolic links resolved
 	hostID     string
 	logger     *zap.Logger
 }
@@ -151,7 +177,11 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Default values of the options.
 const (
 	defaultSessionTimeout        = 14 * 24 * time.Hour
+	defaultEmptySessionTimeout   = 10 * time.Minute
 	defaultHostIDFallbackTimeout = 24 * time.Hour
+	defaultMaxSessionsPerUser    = 50
+	defaultDrainLimit            = 16 << 20
+	defaultDrainTimeout          = 30 * time.Second
 )
 
 // Provision sets up the handler: defaults, the shared session store and,
@@ -163,17 +193,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Root == "" {
 		h.Root = "{http.vars.root}"
 	}
-	if !strings.Contains(h.Root, "{") {
-		abs, err := caddy.FastAbs(h.Root)
-		if err != nil {
-			return fmt.Errorf("resolving root %q: %v", h.Root, err)
-		}
-		h.staticRoot = abs
-		if err := os.MkdirAll(abs, 0o755); err != nil {
-			return fmt.Errorf("creating root: %v", err)
-		}
-	}
-
 	dir := repl.ReplaceKnown(h.SessionDir, "")
 	if dir == "" {
 		dir = filepath.Join(caddy.AppDataDir(), "bits_upload", "sessions")
@@ -182,8 +201,20 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("resolving session_dir %q: %v", h.SessionDir, err)
 	}
-	if h.staticRoot != "" {
-		if err := checkSeparate(h.staticRoot, dir); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating session_dir: %v", err)
+	}
+	if h.sessionDir, err = filepath.EvalSymlinks(dir); err != nil {
+		return fmt.Errorf("resolving session_dir %q: %v", dir, err)
+	}
+	if h.root, err = parseRootTemplate(h.Root); err != nil {
+		return err
+	}
+	if h.root.static != "" {
+		if err := os.MkdirAll(h.root.static, 0o755); err != nil {
+			return fmt.Errorf("creating root: %v", err)
+		}
+		if _, err := h.resolveRoot(h.root.static); err != nil {
 			return err
 		}
 	}
@@ -193,6 +224,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	if h.HostIDFallbackTimeout == 0 {
 		h.HostIDFallbackTimeout = caddy.Duration(defaultHostIDFallbackTimeout)
+	}
+	if h.EmptySessionTimeout == 0 {
+		h.EmptySessionTimeout = caddy.Duration(defaultEmptySessionTimeout)
+	}
+	if h.MaxSessionsPerUser == 0 {
+		h.MaxSessionsPerUser = defaultMaxSessionsPerUser
+	}
+	if h.DrainLimit == 0 {
+		h.DrainLimit = defaultDrainLimit
+	}
+	if h.DrainTimeout == 0 {
+		h.DrainTimeout = caddy.Duration(defaultDrainTimeout)
 	}
 	h.hostID = repl.ReplaceKnown(h.HostID, "")
 
@@ -214,12 +257,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.obs.events = eventsApp.(*caddyevents.App)
 
-	store, err := acquireStore(dir, time.Duration(h.SessionTimeout))
+	// The store is keyed by its resolved directory, so that two names of
+	// one directory share one store.
+	store, err := acquireStore(h.sessionDir, time.Duration(h.SessionTimeout))
 	if err != nil {
 		return err
 	}
-	h.store, h.storeKey = store, dir
-	h.storeUser = &storeUser{timeout: time.Duration(h.SessionTimeout), obs: h.obs}
+	h.store, h.storeKey = store, h.sessionDir
+	h.storeUser = &storeUser{
+		timeout:      time.Duration(h.SessionTimeout),
+		emptyTimeout: time.Duration(h.EmptySessionTimeout),
+		obs:          h.obs,
+	}
 	store.register(h.storeUser)
 	return nil
 }
@@ -245,8 +294,14 @@ func (h *Handler) Validate() error {
 			return err
 		}
 	}
-	if h.MaxSessionsPerUser < 0 {
-		return fmt.Errorf("max_sessions_per_user must not be negative, got %d", h.MaxSessionsPerUser)
+	if h.EmptySessionTimeout < 0 {
+		return fmt.Errorf("empty_session_timeout must not be negative, got %s", time.Duration(h.EmptySessionTimeout))
+	}
+	if h.DrainLimit < 0 {
+		return fmt.Errorf("drain_limit must not be negative, got %d", h.DrainLimit)
+	}
+	if h.DrainTimeout < 0 {
+		return fmt.Errorf("drain_timeout must not be negative, got %s", time.Duration(h.DrainTimeout))
 	}
 	if h.MinFreeSpace < 0 {
 		return fmt.Errorf("min_free_space must not be negative, got %d", h.MinFreeSpace)
@@ -270,8 +325,10 @@ func (h *Handler) Cleanup() error {
 }
 
 // checkSeparate refuses a session directory inside the upload root (an
-// upload could then overwrite session files) and a root inside the session
-// directory.
+// upload could then plant files in the session store) and a root inside
+// the session directory. Both paths are absolute and clean; callers pass
+// them with symbolic links resolved, so that a link cannot hide one
+// inside the other.
 func checkSeparate(root, sessionDir string) error {
 	if within(root, sessionDir) {
 		return fmt.Errorf("session_dir %s must not be inside root %s", sessionDir, root)

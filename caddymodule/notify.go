@@ -1,7 +1,10 @@
 package caddymodule
 
 import (
+	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -10,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/caddy-bits/caddy-bits/session"
 )
 
 // Notify configures the hand-off of every completed upload to a server
@@ -37,9 +42,14 @@ import (
 // the session is closed, cancelled or times out.
 type Notify struct {
 	// The URL of the server application. A relative URL is resolved
-	// against the upload URL, and the upload URL's query string is
-	// appended to it. Placeholders of the final fragment's request are
-	// expanded. Required.
+	// against the upload URL and sent to this same server, on the
+	// listener that took the upload and with the upload's Host, so it
+	// reaches the site the upload reached; the Host header never sends
+	// it anywhere else. The upload URL's query string is appended, except
+	// for the parameters the configured URL sets itself, which the client
+	// can neither replace nor repeat. Placeholders of the final fragment's
+	// request are expanded (a placeholder of client data in the host part
+	// lets the client choose the destination, so don't). Required.
 	URL string `json:"url"`
 
 	// How the upload is handed over: "value" (the file is the request
@@ -63,14 +73,16 @@ type Notify struct {
 	// Default: 16 MiB.
 	MaxReplySize int64 `json:"max_reply_size,omitempty"`
 
-	// The transport to reach the application with, a module of the
-	// http.reverse_proxy.transport namespace (such as "http", with its TLS,
-	// timeout and keep-alive settings). Default: an HTTP/1.1 and HTTP/2
-	// transport with keep-alive and a 10 s dial timeout.
+	// The transport to reach the application at an absolute URL with, a
+	// module of the http.reverse_proxy.transport namespace (such as
+	// "http", with its TLS, timeout and keep-alive settings). A relative
+	// URL always goes to this server's own listener. Default: an HTTP/1.1
+	// and HTTP/2 transport with keep-alive and a 10 s dial timeout.
 	TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=http.reverse_proxy.transport inline_key=protocol"`
 
 	byReference bool
 	client      *http.Client
+	self        *http.Client // for relative URLs: to this server's own listener
 	transport   http.RoundTripper
 }
 
@@ -121,12 +133,104 @@ func (n *Notify) provision(ctx caddy.Context) error {
 			ExpectContinueTimeout: time.Second,
 		}
 	}
-	n.client = &http.Client{
-		Transport: n.transport,
-		// The application's 3xx is its answer, relayed to the client.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	// The application's 3xx is its answer, relayed to the client.
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	n.client = &http.Client{Transport: n.transport, CheckRedirect: noRedirect}
+	n.self = &http.Client{Transport: selfTransport(), CheckRedirect: noRedirect}
 	return nil
+}
+
+// selfAddrKey is the context key of the local address a notification to
+// this server itself is sent to.
+type selfAddrKey struct{}
+
+// selfTransport returns the transport of notifications to a relative URL:
+// whatever host the URL names, it connects to the local address of the
+// connection that took the upload (see Notify.target), which is this
+// server's own listener. Over TLS it sends the upload's host name as SNI
+// and does not verify the certificate: the peer is this very process, on
+// an address of this host, and the listener may well hold a certificate
+// of a private CA that no trust store has.
+func selfTransport() *http.Transport {
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			addr, ok := ctx.Value(selfAddrKey{}).(net.Addr)
+			if !ok || addr == nil {
+				return nil, errors.New("no listener address to send the notification to")
+			}
+			network := addr.Network()
+			if strings.HasPrefix(network, "udp") {
+				network = "tcp" // an upload over HTTP/3: the same port over TCP
+			}
+			return dialer.DialContext(ctx, network, addr.String())
+		},
+		TLSClientConfig:       &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // see the function's comment
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// target returns the URL a session's notification goes to, and whether it
+// is this server itself (a relative notify URL). A relative URL is
+// resolved against the upload URL, with the final fragment's scheme and
+// Host: it is routed like the upload, and sent to the listener that took
+// it. The upload's query string is appended, without the parameters the
+// configured URL sets.
+func (n *Notify) target(r *http.Request, st session.State) (*url.URL, bool, error) {
+	raw := replacer(r).ReplaceAll(n.URL, "")
+	ref, err := url.Parse(raw)
+	if err != nil {
+		return nil, false, fmt.Errorf("parsing notify URL %q: %w", raw, err)
+	}
+	upload, err := url.Parse(st.URL)
+	if err != nil {
+		return nil, false, fmt.Errorf("parsing upload URL %q: %w", st.URL, err)
+	}
+	self := ref.Scheme == "" && ref.Host == ""
+	base := upload
+	if self {
+		here := requestURL(r)
+		base = &url.URL{Scheme: here.Scheme, Host: here.Host, Path: upload.Path, RawPath: upload.RawPath}
+	}
+	u := base.ResolveReference(ref)
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, false, fmt.Errorf("notify URL %q is not an http URL", raw)
+	}
+	u.RawQuery = mergeQuery(ref.RawQuery, upload.RawQuery)
+	return u, self, nil
+}
+
+// mergeQuery appends the pairs of the client's query string to the
+// configured one, leaving out every pair whose name the configured query
+// has (or that cannot be decoded): the client can neither replace nor
+// repeat a parameter the configuration sets.
+func mergeQuery(configured, client string) string {
+	if client == "" {
+		return configured
+	}
+	set, _ := url.ParseQuery(configured)
+	out := configured
+	for pair := range strings.SplitSeq(client, "&") {
+		if pair == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(pair, "=")
+		key, err := url.QueryUnescape(name)
+		if err != nil {
+			continue
+		}
+		if _, taken := set[key]; taken {
+			continue
+		}
+		if out != "" {
+			out += "&"
+		}
+		out += pair
+	}
+	return out
 }
 
 // validate checks the notify options.
@@ -160,5 +264,8 @@ func (n *Notify) validate() error {
 func (n *Notify) cleanup() {
 	if n.client != nil {
 		n.client.CloseIdleConnections()
+	}
+	if n.self != nil {
+		n.self.CloseIdleConnections()
 	}
 }

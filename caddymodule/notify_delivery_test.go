@@ -123,7 +123,7 @@ func TestNotifyByReference(t *testing.T) {
 		// Nothing is copied without the header, and the session (with its
 		// upload and reply files) is gone after Close-Session.
 		assertNoFile(t, filepath.Join(srv.Root, "ref", "a.bin"))
-		assertNoFile(t, filepath.Dir(rec.Header.Get(protocol.HeaderRequestDataFileName)))
+		assertNoFile(t, rec.Header.Get(protocol.HeaderRequestDataFileName))
 		assertNoFile(t, rec.Header.Get(protocol.HeaderResponseDataFileName))
 	})
 
@@ -203,7 +203,7 @@ func TestNotifyCopyToDestination(t *testing.T) {
 		s, a := uploadAll(t, c, srv.URL("/copy.bin"), data, 30_000)
 		checkAck(t, a, finalAck(len(data), ownReplyURL(srv.URL("/copy.bin"), s.ID)))
 		assertFile(t, filepath.Join(srv.Root, "copy.bin"), data)
-		assertNoFile(t, filepath.Join(sessionPath(srv, s.ID), "data"))
+		assertNoFile(t, sessionFile(srv.SessionDir, s.ID, "data"))
 		s.Close(context.Background())
 		assertFile(t, filepath.Join(srv.Root, "copy.bin"), data)
 	})
@@ -221,9 +221,9 @@ func TestNotifyCopyToDestination(t *testing.T) {
 		checkAck(t, a, finalAck(len(data), ownReplyURL(srv.URL("/nocopy.bin"), s.ID)))
 		assertNoFile(t, filepath.Join(srv.Root, "nocopy.bin"))
 		// The data file is gone, the reply stays until Close-Session.
-		assertNoFile(t, filepath.Join(sessionPath(srv, s.ID), "data"))
-		if _, err := os.Stat(sessionPath(srv, s.ID)); err != nil {
-			t.Errorf("session directory gone before Close-Session: %v", err)
+		assertNoFile(t, sessionFile(srv.SessionDir, s.ID, "data"))
+		if !sessionStored(t, srv.SessionDir, s.ID) {
+			t.Errorf("session gone before Close-Session")
 		}
 		// A repeated final fragment neither notifies again nor copies.
 		checkAck(t, fragment(t, s, data, 90_000, 99_999), finalAck(len(data), a.ReplyURL))
@@ -232,7 +232,7 @@ func TestNotifyCopyToDestination(t *testing.T) {
 			t.Fatalf("close: %+v", a)
 		}
 		assertNoFile(t, filepath.Join(srv.Root, "nocopy.bin"))
-		assertNoFile(t, sessionPath(srv, s.ID))
+		assertNoSession(t, srv.SessionDir, s.ID)
 	})
 
 	t.Run("destination appeared meanwhile", func(t *testing.T) {
@@ -287,7 +287,7 @@ func TestNotifyStaticReplyURL(t *testing.T) {
 			checkAck(t, a, finalAck(len(data), static))
 			expectStatus(t, "GET", ownReplyURL(upload, s.ID), 404)
 			expectStatus(t, "HEAD", ownReplyURL(upload, s.ID), 404)
-			assertNoFile(t, filepath.Join(sessionPath(srv, s.ID), "reply"))
+			assertNoFile(t, sessionFile(srv.SessionDir, s.ID, "reply"))
 			// Cached as is.
 			checkAck(t, fragment(t, s, data, 1000, 1999), finalAck(len(data), static))
 			if be.hits() == 0 {

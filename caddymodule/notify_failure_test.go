@@ -89,9 +89,9 @@ func TestNotifyFailures(t *testing.T) {
 			t.Errorf("%d notifications reached the backend, want %d", got, reaching)
 		}
 		// Complete, not delivered: the data is kept, nothing placed.
-		assertFile(t, filepath.Join(sessionPath(srv, s.ID), "data"), data)
+		assertFile(t, sessionFile(srv.SessionDir, s.ID, "data"), data)
 		assertNoFile(t, filepath.Join(srv.Root, name+".bin"))
-		assertNoFile(t, filepath.Join(sessionPath(srv, s.ID), "reply"))
+		assertNoFile(t, sessionFile(srv.SessionDir, s.ID, "reply"))
 		expectStatus(t, "GET", ownReplyURL(upload, s.ID), 404)
 		// The client's retry notifies again while the backend still fails.
 		checkAck(t, fragment(t, s, data, 9000, 9999), want)
@@ -215,7 +215,7 @@ func TestNotifyReplyTooLarge(t *testing.T) {
 			tooLarge := appError(500, protocol.BGTooLarge)
 			checkAck(t, fragment(t, s, data, 2000, 2999), tooLarge)
 			assertNoFile(t, filepath.Join(srv.Root, "big-reply.bin"))
-			assertNoFile(t, filepath.Join(sessionPath(srv, s.ID), "reply"))
+			assertNoFile(t, sessionFile(srv.SessionDir, s.ID, "reply"))
 			expectStatus(t, "GET", ownReplyURL(upload, s.ID), 404)
 			checkAck(t, fragment(t, s, data, 2000, 2999), tooLarge)
 			if be.hits() != 2 {

@@ -254,11 +254,6 @@ func digestOf(b []byte) string {
 	return "sha-256=:" + base64.StdEncoding.EncodeToString(s[:]) + ":"
 }
 
-// sessionPath returns the directory of a session on disk.
-func sessionPath(srv *server, id protocol.SessionID) string {
-	return filepath.Join(srv.SessionDir, "active", id.Bare())
-}
-
 // copyHeader is the answer header that asks for the upload to be placed at
 // its destination.
 var copyHeader = map[string]string{protocol.HeaderCopyFileToDest: "1"}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -135,7 +134,7 @@ func TestNotifyReplyDownload(t *testing.T) {
 	}
 	expectStatus(t, "GET", a.ReplyURL, 404)
 	expectStatus(t, "HEAD", a.ReplyURL, 404)
-	assertNoFile(t, sessionPath(srv, s.ID))
+	assertNoSession(t, srv.SessionDir, s.ID)
 
 	// The client (HEAD, then ranged GETs) gets it whole.
 	res, err := c.Upload(context.Background(), srv.URL("/reply-client.bin"), bytes.NewReader(data), int64(len(data)), &client.UploadOptions{KeepReply: true})
@@ -267,7 +266,7 @@ func TestNotifyCancelAfterDelivery(t *testing.T) {
 		checkAck(t, ca, sessionAck)
 	}
 	assertFile(t, filepath.Join(srv.Root, "cancel.bin"), data)
-	assertNoFile(t, sessionPath(srv, s.ID))
+	assertNoSession(t, srv.SessionDir, s.ID)
 	expectStatus(t, "GET", a.ReplyURL, 404)
 	expectStatus(t, "HEAD", a.ReplyURL, 404)
 	if be.hits() != 1 {
@@ -283,7 +282,7 @@ func TestNotifyCancelAfterDelivery(t *testing.T) {
 		t.Fatalf("cancel: %v %+v", err, ca)
 	}
 	assertNoFile(t, filepath.Join(srv.Root, "cancel2.bin"))
-	assertNoFile(t, sessionPath(srv, s.ID))
+	assertNoSession(t, srv.SessionDir, s.ID)
 	expectStatus(t, "GET", a.ReplyURL, 404)
 	if dirs := sessionDirs(t, srv.SessionDir); len(dirs) != 0 {
 		t.Errorf("sessions left: %v", dirs)
@@ -327,7 +326,7 @@ func TestNotifyReplyExpires(t *testing.T) {
 	}
 	deadline := time.Now().Add(4 * time.Second)
 	for {
-		if _, err := os.Stat(sessionPath(srv, s.ID)); os.IsNotExist(err) {
+		if !sessionStored(t, srv.SessionDir, s.ID) {
 			break
 		}
 		if time.Now().After(deadline) {

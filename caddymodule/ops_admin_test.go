@@ -245,7 +245,7 @@ func TestOpsAdminAPI(t *testing.T) {
 		if info := <-delDone; info.ID != s.WireID || info.Received != 2000 || info.Total != 4000 {
 			t.Errorf("DELETE answered %+v, want session %s with 2000 of 4000 bytes", info, s.WireID)
 		}
-		assertNoFile(t, filepath.Join(srv.SessionDir, "active", s.ID.Bare()))
+		assertNoSession(t, srv.SessionDir, s.ID)
 		checkAck(t, fragment(t, s, data, 2000, 3999), ack{status: 500, code: protocol.BGSessionNotFound})
 	})
 

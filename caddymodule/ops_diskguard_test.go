@@ -56,7 +56,7 @@ func opsFillUp(t *testing.T, path string) {
 // opsDataFile checks that a session's data file holds exactly want.
 func opsDataFile(t *testing.T, srv *server, id protocol.SessionID, want []byte) {
 	t.Helper()
-	path := filepath.Join(srv.SessionDir, "active", id.Bare(), "data")
+	path := sessionFile(srv.SessionDir, id, "data")
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)

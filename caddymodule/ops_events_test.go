@@ -180,7 +180,7 @@ func TestOpsEvents(t *testing.T) {
 		if err != nil || la.Before(start.Add(-time.Second)) || la.After(time.Now()) {
 			t.Errorf("session_reaped: last_activity %v (%v), want a time during the test", reaped["last_activity"], err)
 		}
-		assertNoFile(t, filepath.Join(srv.SessionDir, "active", s.ID.Bare()))
+		assertNoSession(t, srv.SessionDir, s.ID)
 		if evs := opsEventsNamed("bits_upload.session_cancelled", ""); len(evs) != 0 {
 			t.Errorf("reaping emitted session_cancelled: %+v", evs)
 		}

@@ -14,17 +14,18 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
-// TestOpsValidateNegativeLimits loads JSON configs with negative
-// max_sessions_per_user and min_free_space, which the Caddyfile cannot
-// express: Caddy must refuse them.
+// TestOpsValidateNegativeLimits loads JSON configs with a negative
+// min_free_space or drain_limit, which the Caddyfile cannot express:
+// Caddy must refuse them. (A negative max_sessions_per_user is the JSON of
+// "off".)
 func TestOpsValidateNegativeLimits(t *testing.T) {
 	srv := newServer(t, "") // a running config the refused loads leave in place
 	for _, tc := range []struct {
 		field string
 		want  string
 	}{
-		{"max_sessions_per_user", "max_sessions_per_user must not be negative, got -1"},
 		{"min_free_space", "min_free_space must not be negative, got -1"},
+		{"drain_limit", "drain_limit must not be negative, got -1"},
 	} {
 		dir := t.TempDir()
 		cfg := map[string]any{
@@ -121,7 +122,7 @@ func opsPostConfig(t *testing.T, srv *server, edit func(h map[string]any)) (int,
 func TestOpsRefusedConfigLeavesStoreAlone(t *testing.T) {
 	invalid := func(timeout string) func(h map[string]any) {
 		return func(h map[string]any) {
-			h["max_sessions_per_user"] = -1
+			h["min_free_space"] = -1
 			if timeout != "" {
 				h["session_timeout"] = timeout
 			}

@@ -57,11 +57,11 @@ func (h *Handler) serveReply(w http.ResponseWriter, r *http.Request, id protocol
 	if !finished || info.ReplyStatic || info.ReplyURL == "" {
 		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("session %s has no reply to serve", id))
 	}
-	if _, rel, perr := h.destination(r); perr != nil || rel != st.Path {
+	if root, rel, err := h.destination(r); err != nil || root != st.Root || rel != st.Path {
 		return caddyhttp.Error(http.StatusNotFound, fmt.Errorf("reply of session %s requested at another URL", id))
 	}
-	if perr := authorize(r, st); perr != nil {
-		return caddyhttp.Error(http.StatusForbidden, fmt.Errorf("reply of session %s: %s", id, perr.Msg))
+	if err := authorize(r, st); err != nil {
+		return caddyhttp.Error(http.StatusForbidden, fmt.Errorf("reply of session %s: %w", id, err))
 	}
 	f, err := sess.OpenReply()
 	if err != nil {

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
@@ -25,9 +26,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return next.ServeHTTP(w, r)
 	}
+	countBody(r)
 	pkt, perr := protocol.ParseRequest(r)
 	if perr != nil {
-		h.reject(w, r, nil, perr)
+		h.answer(w, r, nil, perr)
 		return nil
 	}
 	repl := replacer(r)
@@ -48,7 +50,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.removeSession(w, r, pkt, session.RemovedCancelled)
 	default:
 		// ParseRequest accepts request packet types only.
-		h.reject(w, r, pkt, protocol.BadRequest("unexpected packet type %v", pkt.Type))
+		h.answer(w, r, pkt, protocol.BadRequest("unexpected packet type %v", pkt.Type))
 	}
 	return nil
 }
@@ -70,40 +72,42 @@ func describe(r *http.Request, st session.State) {
 	if st.Total >= 0 {
 		repl.Set(placeholderTotal, strconv.FormatInt(st.Total, 10))
 	}
-	repl.Set(placeholderDestination, st.Destination())
+	repl.Set(placeholderDestination, st.DestinationPath())
 }
 
-// acquire looks up the session of a packet and takes its request lock,
-// answering the request itself when that fails: unknown sessions get
-// BG_E_SESSION_NOT_FOUND, and a session of another user 403. It returns
-// nil when it answered.
-func (h *Handler) acquire(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet) *session.Session {
-	sess, err := h.store.Acquire(r.Context(), pkt.SessionID)
-	switch {
-	case errors.Is(err, session.ErrNotFound), errors.Is(err, session.ErrClosed):
-		h.reject(w, r, pkt, protocol.SessionNotFound("%s for an unknown session", pkt.Type))
-		return nil
-	case err != nil:
+// lease looks up the session of a packet, checks that the request may
+// use it, and takes its request lock, interrupting an older request of the
+// session that is still reading a body. Its errors are the request's
+// answer: ErrNotFound and ErrClosed for unknown sessions, a 403
+// *protocol.Error for a session of another user, ErrStoreClosed while the
+// store closes.
+func (h *Handler) lease(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet) (*session.Lease, error) {
+	sess, err := h.store.Get(pkt.SessionID)
+	if err != nil {
+		return nil, err
+	}
+	st := sess.State()
+	describe(r, st)
+	// Authorised before it may interrupt anything: another user's request
+	// must not disturb the owner's.
+	if err := authorize(r, st); err != nil {
+		return nil, err
+	}
+	l, err := h.store.Acquire(r.Context(), pkt.SessionID, interruptRead(w))
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		// The client went away while the session was busy.
 		if c := h.logger.Check(zapcore.DebugLevel, "request abandoned while waiting for its session"); c != nil {
 			c.Write(zap.String("session_id", pkt.SessionID.Wire()), zap.Error(err))
 		}
-		return nil
+		w.Header().Set("Connection", "close")
 	}
-	st := sess.State()
-	describe(r, st)
-	if perr := authorize(r, st); perr != nil {
-		sess.Unlock()
-		h.reject(w, r, pkt, perr)
-		return nil
-	}
-	return sess
+	return l, err
 }
 
 // authorize refuses a request for a session created by an authenticated
 // user unless it comes from that same user. Sessions created without
 // authentication are bound to nothing but their unguessable id.
-func authorize(r *http.Request, st session.State) *protocol.Error {
+func authorize(r *http.Request, st session.State) error {
 	if st.User != "" && userOf(r) != st.User {
 		return protocol.Errorf(http.StatusForbidden, protocol.EAccessDenied, "session belongs to another user")
 	}
@@ -112,37 +116,39 @@ func authorize(r *http.Request, st session.State) *protocol.Error {
 
 // removeSession answers Close-Session and Cancel-Session: both delete every
 // file of the session, and the Ack is written only once they are gone. A
-// repeated request for a session that was already closed or cancelled
-// gets 200 too, so a lost Ack never makes the client start over.
+// request for a session that was already closed or cancelled gets 200
+// too, also when it raced another Close or Cancel, so a lost Ack never
+// makes the client start over.
 func (h *Handler) removeSession(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet, reason session.RemoveReason) {
-	if _, err := h.store.Get(pkt.SessionID); errors.Is(err, session.ErrClosed) {
+	l, err := h.lease(w, r, pkt)
+	var st session.State
+	if err == nil {
+		st, err = l.Remove(reason)
+		l.Release()
+	}
+	switch {
+	case errors.Is(err, session.ErrClosed):
 		if c := h.logger.Check(zapcore.DebugLevel, "repeated "+pkt.Type.String()+" for a removed session"); c != nil {
 			c.Write(zap.String("session_id", pkt.SessionID.Wire()))
 		}
-		h.writeAck(w, r, pkt, protocol.Ack{SessionID: pkt.SessionID})
+	case err != nil:
+		h.answer(w, r, pkt, err)
 		return
+	default:
+		h.logger.Info("session "+reason.String(),
+			zap.String("session_id", pkt.SessionID.Wire()),
+			zap.String("destination", st.DestinationPath()),
+			zap.Int64("received", st.Received),
+			zap.Int64("total", st.Total),
+			zap.Bool("committed", st.Committed))
 	}
-	sess := h.acquire(w, r, pkt)
-	if sess == nil {
-		return
-	}
-	defer sess.Unlock()
-	st, err := h.store.RemoveAcquired(sess, reason)
-	if err != nil {
-		h.fail(w, r, pkt, err)
-		return
-	}
-	h.logger.Info("session "+reason.String(),
-		zap.String("session_id", pkt.SessionID.Wire()),
-		zap.String("destination", st.Destination()),
-		zap.Int64("received", st.Received),
-		zap.Int64("total", st.Total),
-		zap.Bool("committed", st.Committed))
 	h.writeAck(w, r, pkt, protocol.Ack{SessionID: pkt.SessionID})
 }
 
-// writeAck writes an Ack and counts it.
+// writeAck writes an Ack and counts it. What is left of the request body
+// is drained first (see drain).
 func (h *Handler) writeAck(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet, a protocol.Ack) {
+	h.drain(w, r)
 	protocol.WriteAck(w, a)
 	h.obs.count(func() {
 		status := a.Status
@@ -159,53 +165,6 @@ func packetLabel(pkt *protocol.Packet) string {
 		return "unknown"
 	}
 	return pkt.Type.String()
-}
-
-// reject answers a request the client got wrong, and logs why.
-func (h *Handler) reject(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet, perr *protocol.Error) {
-	if c := h.logger.Check(zapcore.InfoLevel, "rejected BITS request"); c != nil {
-		fields := []zap.Field{
-			zap.String("reason", perr.Msg),
-			zap.Int("status", perr.Status),
-			zap.String("error_code", perr.Code.String()),
-			zap.String("error_name", perr.Code.Name()),
-			zap.String("error_context", perr.Context.String()),
-			zap.String("packet_type", packetTypeOf(r, pkt)),
-			zap.String("uri", r.RequestURI),
-			zap.String("remote_ip", remoteIP(r)),
-		}
-		if pkt != nil && pkt.SessionID != "" {
-			fields = append(fields, zap.String("session_id", pkt.SessionID.Wire()))
-		}
-		c.Write(fields...)
-	}
-	h.writeAck(w, r, pkt, protocol.ErrorAck(perr))
-}
-
-// fail answers a request that failed on the server's side, and logs the
-// error. A full disk gets ERROR_DISK_FULL, anything else E_FAIL; both are
-// 500, which clients retry.
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet, err error) {
-	code := protocol.EFail
-	if session.IsDiskFull(err) {
-		code = protocol.ErrorDiskFull
-	}
-	fields := []zap.Field{
-		zap.Error(err),
-		zap.String("error_code", code.String()),
-		zap.String("packet_type", packetTypeOf(r, pkt)),
-		zap.String("uri", r.RequestURI),
-		zap.String("remote_ip", remoteIP(r)),
-	}
-	if pkt != nil && pkt.SessionID != "" {
-		fields = append(fields, zap.String("session_id", pkt.SessionID.Wire()))
-	}
-	h.logger.Error("BITS request failed", fields...)
-	h.writeAck(w, r, pkt, protocol.Ack{
-		Status:  http.StatusInternalServerError,
-		Code:    code,
-		Context: protocol.ContextRemoteFile,
-	})
 }
 
 // packetTypeOf names the packet type for logs, even for a request whose

@@ -19,7 +19,7 @@ var stores = caddy.NewUsagePool()
 
 // pooledStore is a store in the pool, with the handlers that use it.
 //
-// The settings that belong to the whole directory (the session timeout,
+// The settings that belong to the whole directory (the session timeouts,
 // and the observer its reaper reports to) come from the handler
 // registered last that is still alive. A handler registers in Provision
 // and unregisters in Cleanup, so a config that fails to load, whose
@@ -35,8 +35,9 @@ type pooledStore struct {
 
 // storeUser is one handler's claim on a store's settings.
 type storeUser struct {
-	timeout time.Duration
-	obs     *observer
+	timeout      time.Duration
+	emptyTimeout time.Duration
+	obs          *observer
 }
 
 // Destruct closes the store when its last config is unloaded.
@@ -73,6 +74,7 @@ func (p *pooledStore) apply() {
 	}
 	last := p.users[len(p.users)-1]
 	p.SetTimeout(last.timeout)
+	p.SetEmptyTimeout(last.emptyTimeout)
 	p.obs.Store(last.obs)
 }
 

@@ -58,3 +58,12 @@ func GetHeader(h map[string][]string, name string) (string, bool) {
 	}
 	return "", false
 }
+
+// countHeader returns how many values a request header has, under the
+// name GetHeader reads it from.
+func countHeader(h map[string][]string, name string) int {
+	if v, ok := h[textproto.CanonicalMIMEHeaderKey(name)]; ok && len(v) > 0 {
+		return len(v)
+	}
+	return len(h[name])
+}

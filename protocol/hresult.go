@@ -141,6 +141,15 @@ type Error struct {
 	Msg     string
 }
 
+// Is reports whether target is an *Error with the same code and, if
+// target's status is set, the same status. So
+// errors.Is(err, &protocol.Error{Code: protocol.BGSessionNotFound}) finds a
+// session-not-found answer however deep err wraps it.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code && (t.Status == 0 || t.Status == e.Status)
+}
+
 // Error returns the log message with the code.
 func (e *Error) Error() string {
 	name := e.Code.Name()

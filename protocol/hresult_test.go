@@ -7,35 +7,6 @@ import (
 	"testing"
 )
 
-// TestHRESULTValues pins every code to the value of the Windows SDK and the
-// reference (section 4).
-func TestHRESULTValues(t *testing.T) {
-	tests := []struct {
-		h    HRESULT
-		want uint32
-	}{
-		{SOK, 0x00000000},
-		{EAccessDenied, 0x80070005},
-		{EInvalidArg, 0x80070057},
-		{EFail, 0x80004005},
-		{ErrorPathNotFound, 0x80070003},
-		{ErrorDiskFull, 0x80070070},
-		{ErrorTimeout, 0x800705B4},
-		{BGInvalidServerResponse, 0x8020001B},
-		{BGSessionNotFound, 0x8020001F},
-		{BGTooLarge, 0x80200020},
-		{BGClientServerProtocolMis, 0x80200022},
-		{BGServerExecuteEnable, 0x80200023},
-		{BGNoProgress, 0x80200024},
-		{BGHTTPErrorBase, 0x80190000},
-	}
-	for _, tc := range tests {
-		if uint32(tc.h) != tc.want {
-			t.Errorf("%s = 0x%08X, want 0x%08X", tc.h.Name(), uint32(tc.h), tc.want)
-		}
-	}
-}
-
 // TestHRESULTString checks the BITS-Error-Code format: "0x" and eight
 // upper-case hex digits.
 func TestHRESULTString(t *testing.T) {

@@ -32,7 +32,8 @@ func TestCleanRemotePathValid(t *testing.T) {
 		{"/file.", "file."},
 		{"/a%3Bb", "a;b"},
 		{"/%E6%97%A5%E6%9C%AC/%E8%AA%9E.txt", "日本/語.txt"},
-		{"/" + strings.Repeat("a", MaxRemotePathLength-1), strings.Repeat("a", MaxRemotePathLength-1)},
+		{"/" + strings.Repeat("a", MaxNameLength), strings.Repeat("a", MaxNameLength)},
+		{"/" + strings.Repeat(strings.Repeat("a", 255)+"/", 15) + strings.Repeat("b", 255), strings.Repeat(strings.Repeat("a", 255)+"/", 15) + strings.Repeat("b", 255)},
 	}
 	for _, tc := range tests {
 		got, err := CleanRemotePath(tc.in)
@@ -147,7 +148,11 @@ func TestCleanRemotePathLengthLimit(t *testing.T) {
 	if MaxRemotePathLength != 4096 {
 		t.Fatalf("MaxRemotePathLength = %d, want 4096", MaxRemotePathLength)
 	}
-	atLimit := "/" + strings.Repeat("%41", (MaxRemotePathLength-1)/3) + strings.Repeat("b", (MaxRemotePathLength-1)%3)
+	// Segments of 85 escaped letters (255 bytes), 84 decoded letters and
+	// a slash each, up to exactly the limit.
+	seg := strings.Repeat("%41", 84) + "/"
+	atLimit := "/" + strings.Repeat(seg, (MaxRemotePathLength-1)/len(seg))
+	atLimit += strings.Repeat("b", MaxRemotePathLength-len(atLimit))
 	if len(atLimit) != MaxRemotePathLength {
 		t.Fatalf("test path has %d bytes, want %d", len(atLimit), MaxRemotePathLength)
 	}
@@ -155,7 +160,7 @@ func TestCleanRemotePathLengthLimit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("path of exactly %d escaped bytes: error = %v", MaxRemotePathLength, err)
 	}
-	want := strings.Repeat("A", (MaxRemotePathLength-1)/3) + strings.Repeat("b", (MaxRemotePathLength-1)%3)
+	want := strings.Repeat(strings.Repeat("A", 84)+"/", (MaxRemotePathLength-1)/len(seg)) + strings.Repeat("b", MaxRemotePathLength-1-(MaxRemotePathLength-1)/len(seg)*len(seg))
 	if got != want {
 		t.Fatalf("path of exactly %d escaped bytes decoded to %d bytes, want %d", MaxRemotePathLength, len(got), len(want))
 	}

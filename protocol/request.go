@@ -52,12 +52,21 @@ var bitsRequestHeaders = []string{
 //     BITS-Session-Id. A malformed id is answered as an unknown session,
 //     so the client starts over.
 //
+// A BITS header, Content-Range or Content-Name sent more than once is
+// refused too, whatever the values: intermediaries that read the first and
+// the last value would otherwise see different packets.
+//
 // Every violation is 400 with E_INVALIDARG except the malformed session id
 // (500, BG_E_SESSION_NOT_FOUND). A missing length is 400 too, not the 411
 // [MC-BUP] suggests: Windows servers answer 400, and clients treat both as
 // fatal.
 func ParseRequest(r *http.Request) (*Packet, *Error) {
 	for _, name := range bitsRequestHeaders {
+		if n := countHeader(r.Header, name); n > 1 {
+			// A proxy in front that reads another of the values than
+			// this server would disagree about the packet.
+			return nil, BadRequest("%s header is sent %d times", name, n)
+		}
 		if v, _ := GetHeader(r.Header, name); len(v) > MaxHeaderValueLength {
 			return nil, BadRequest("%s header is longer than %d bytes", name, MaxHeaderValueLength)
 		}

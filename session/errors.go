@@ -2,6 +2,9 @@ package session
 
 import (
 	"errors"
+	"fmt"
+	"io/fs"
+	"os"
 	"syscall"
 )
 
@@ -25,6 +28,9 @@ var (
 	// the root: a parent is not a directory, or a link leads outside the
 	// root.
 	ErrInvalidDestination = errors.New("destination path cannot be used")
+	// ErrInvalidName means the file system refuses a name of the
+	// destination (too long, or in an encoding it does not accept).
+	ErrInvalidName = errors.New("destination name is not accepted by the file system")
 	// ErrBodyIncomplete means the request body ended before the declared
 	// length; the bytes that did arrive are kept.
 	ErrBodyIncomplete = errors.New("request body ended early")
@@ -33,10 +39,33 @@ var (
 	ErrLimitReached = errors.New("too many open sessions for this user")
 	// ErrStoreClosed means the store was shut down.
 	ErrStoreClosed = errors.New("session store is closed")
+	// ErrInterrupted means a newer request for the same session took it
+	// over while this one was reading its body; the bytes that arrived
+	// are kept.
+	ErrInterrupted = errors.New("a newer request took the session over")
 )
 
 // IsDiskFull reports whether err means the file system is out of space or
 // the quota is exhausted.
 func IsDiskFull(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, errQuota)
+}
+
+// destinationError classifies an error of path resolution or creation
+// inside an upload root: a path that leads through something that is not
+// a directory or out of the root is ErrInvalidDestination, and a name the
+// file system refuses is ErrInvalidName. Other errors are returned as
+// they are.
+func destinationError(err error) error {
+	var pe *fs.PathError
+	var le *os.LinkError
+	switch {
+	case errors.Is(err, syscall.ENOTDIR), errors.Is(err, syscall.ELOOP),
+		errors.As(err, &pe) && pe.Err.Error() == "path escapes from parent",
+		errors.As(err, &le) && le.Err.Error() == "path escapes from parent":
+		return fmt.Errorf("%w: %v", ErrInvalidDestination, err)
+	case errors.Is(err, syscall.ENAMETOOLONG), errors.Is(err, syscall.EILSEQ), errors.Is(err, syscall.EINVAL):
+		return fmt.Errorf("%w: %v", ErrInvalidName, err)
+	}
+	return err
 }

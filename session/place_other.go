@@ -14,22 +14,22 @@ import (
 // placeFile makes the file src appear at rel inside the root r, complete
 // or not at all: it copies src to tmpName next to the destination through
 // r, fsyncs it, and links (without overwrite) or renames (with) it into
-// place. It never links the destination to src, so it reports false.
-func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) (linked bool, err error) {
+// place.
+func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool, fsync func(*os.File) error) error {
 	tmp := path.Join(path.Dir(rel), tmpName)
 	_ = r.Remove(tmp)
 	in, err := os.Open(src)
 	if err != nil {
-		return false, fmt.Errorf("opening data file: %w", err)
+		return fmt.Errorf("opening data file: %w", err)
 	}
 	defer in.Close()
 	out, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
-		return false, destinationError(fmt.Errorf("creating temporary file next to the destination: %w", err))
+		return destinationError(fmt.Errorf("creating temporary file next to the destination: %w", err))
 	}
 	_, err = io.Copy(out, in)
 	if err == nil {
-		err = out.Sync()
+		err = fsync(out)
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
@@ -41,13 +41,13 @@ func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) (linked boo
 			err = r.Link(tmp, rel)
 			_ = r.Remove(tmp)
 			if errors.Is(err, fs.ErrExist) {
-				return false, ErrDestinationExists
+				return ErrDestinationExists
 			}
 		}
 	}
 	if err != nil {
 		_ = r.Remove(tmp)
-		return false, fmt.Errorf("moving upload into place: %w", err)
+		return destinationError(fmt.Errorf("moving upload into place: %w", err))
 	}
-	return false, nil
+	return nil
 }

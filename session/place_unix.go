@@ -19,12 +19,12 @@ import (
 // no copy and, without overwrite, fails atomically if the destination
 // exists. Across file systems, or where hard links are not supported, src
 // is copied to tmpName in the destination directory, fsynced and then
-// moved into place. It reports whether the destination is a hard link of
-// src.
-func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) (linked bool, err error) {
+// moved into place. The destination directory is fsynced before it
+// returns.
+func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool, fsync func(*os.File) error) error {
 	d, err := r.Open(path.Dir(rel))
 	if err != nil {
-		return false, destinationError(fmt.Errorf("opening destination directory: %w", err))
+		return destinationError(fmt.Errorf("opening destination directory: %w", err))
 	}
 	defer d.Close()
 	dfd := int(d.Fd())
@@ -36,14 +36,13 @@ func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) (linked boo
 		target = tmpName
 	}
 	err = unix.Linkat(unix.AT_FDCWD, src, dfd, target, 0)
-	linked = err == nil
 	switch {
 	case err == nil:
 	case errors.Is(err, unix.EEXIST):
-		return false, ErrDestinationExists
+		return ErrDestinationExists
 	case linkUnsupported(err):
-		if err := copyToTemp(dfd, tmpName, src); err != nil {
-			return false, err
+		if err := copyToTemp(dfd, tmpName, src, fsync); err != nil {
+			return err
 		}
 		if !overwrite {
 			err := renameNoReplace(dfd, tmpName, base)
@@ -59,25 +58,33 @@ func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool) (linked boo
 			if err != nil {
 				_ = unix.Unlinkat(dfd, tmpName, 0)
 				if errors.Is(err, unix.EEXIST) {
-					return false, ErrDestinationExists
+					return ErrDestinationExists
 				}
-				return false, fmt.Errorf("moving upload into place: %w", err)
+				return destinationError(fmt.Errorf("moving upload into place: %w", err))
 			}
-			return false, syncFile(d)
+			return syncDestDir(d, fsync)
 		}
 	default:
-		return false, fmt.Errorf("linking upload into place: %w", err)
+		return destinationError(fmt.Errorf("linking upload into place: %w", err))
 	}
 	if overwrite {
-		if err := unix.Renameat(dfd, tmpName, dfd, base); err != nil {
-			_ = unix.Unlinkat(dfd, tmpName, 0)
-			return false, fmt.Errorf("moving upload into place: %w", err)
+		if err := replaceWith(dfd, tmpName, base); err != nil {
+			return err
 		}
-		// Renaming a link over another link to the same file (a commit
-		// repeated after a crash) succeeds without removing the source.
-		_ = unix.Unlinkat(dfd, tmpName, 0)
 	}
-	return linked, syncFile(d)
+	return syncDestDir(d, fsync)
+}
+
+// replaceWith renames tmp over name inside the directory dfd. Renaming a
+// link over another link to the same file (a commit repeated after a
+// crash) succeeds without removing the source, so tmp is removed after.
+func replaceWith(dfd int, tmp, name string) error {
+	if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
+		_ = unix.Unlinkat(dfd, tmp, 0)
+		return destinationError(fmt.Errorf("moving upload into place: %w", err))
+	}
+	_ = unix.Unlinkat(dfd, tmp, 0)
+	return nil
 }
 
 // linkUnsupported reports whether a link failed because the file systems
@@ -89,7 +96,7 @@ func linkUnsupported(err error) bool {
 
 // copyToTemp copies src into a new file named tmp in the directory dfd and
 // fsyncs it.
-func copyToTemp(dfd int, tmp, src string) error {
+func copyToTemp(dfd int, tmp, src string, fsync func(*os.File) error) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("opening data file: %w", err)
@@ -102,20 +109,21 @@ func copyToTemp(dfd int, tmp, src string) error {
 	out := os.NewFile(uintptr(fd), tmp)
 	_, err = io.Copy(out, in)
 	if err == nil {
-		err = out.Sync()
+		err = fsync(out)
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		_ = unix.Unlinkat(dfd, tmp, 0)
-		return fmt.Errorf("copying upload next to the destination: %w", err)
+		return destinationError(fmt.Errorf("copying upload next to the destination: %w", err))
 	}
 	return nil
 }
 
-func syncFile(f *os.File) error {
-	if err := f.Sync(); err != nil {
+// syncDestDir fsyncs the destination directory.
+func syncDestDir(d *os.File, fsync func(*os.File) error) error {
+	if err := fsync(d); err != nil {
 		return fmt.Errorf("syncing destination directory: %w", err)
 	}
 	return nil

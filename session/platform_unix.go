@@ -26,24 +26,24 @@ func lockDir(path string) (*os.File, error) {
 	return f, nil
 }
 
-// syncDir fsyncs a directory so that entries created, renamed or removed
-// in it are durable.
-func syncDir(dir string) error {
+// syncDir fsyncs a directory with fsync, so that entries created, renamed
+// or removed in it are durable.
+func syncDir(dir string, fsync func(*os.File) error) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	err = d.Sync()
+	err = fsync(d)
 	if cerr := d.Close(); err == nil {
 		err = cerr
 	}
 	return err
 }
 
-// linkCount returns the number of hard links of a file.
-func linkCount(fi os.FileInfo) uint64 {
+// fileID returns the device and inode numbers of a file.
+func fileID(fi os.FileInfo) (dev, ino uint64) {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return uint64(st.Nlink) //nolint:unconvert // the field's type differs between platforms
+		return uint64(st.Dev), uint64(st.Ino) //nolint:unconvert // the fields' types differ between platforms
 	}
-	return 1
+	return 0, 0
 }

@@ -6,58 +6,31 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 )
+
+// replySuffix ends the name of a session's reply file.
+const replySuffix = ".reply"
 
 // ErrReplyTooLarge means a reply exceeded the size allowed for it.
 var ErrReplyTooLarge = errors.New("reply is larger than allowed")
 
-// SetFinal durably records how the session is to be finished, before that
-// work is done, so that work already done (a notification) is never
-// repeated after a failure, a restart or a power loss: the upload is
-// checkpointed durably together with the record. The caller holds the
-// request lock.
-func (s *Session) SetFinal(info FinalInfo) error {
-	if !s.State().Complete() {
-		return ErrIncomplete
-	}
-	s.update(func(st *State) { st.Final = &info })
-	if s.State().DataDiscarded {
-		return s.persist(true)
-	}
-	return s.syncComplete()
-}
-
-// Final returns the recorded outcome of finishing the session, if any.
-func (s *Session) Final() (FinalInfo, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.st.Final == nil {
-		return FinalInfo{}, false
-	}
-	return *s.st.Final, true
-}
-
-// Touch records activity on the session, such as a reply download, so
-// the reaper leaves it alone.
-func (s *Session) Touch() { s.touch() }
-
-// StoreReply stores r as the session's reply, durably. It reads at most
-// max+1 bytes and fails with ErrReplyTooLarge, storing nothing, when there
-// are more than max. It returns the reply's size. The caller holds the
-// request lock.
-func (s *Session) StoreReply(r io.Reader, max int64) (int64, error) {
-	tmp := filepath.Join(s.dir, replyFile+".tmp")
+// storeReply stores r as the session's reply, durably. It reads at most
+// max+1 bytes and fails with ErrReplyTooLarge, storing nothing, when
+// there are more than max. It returns the reply's size. The caller holds
+// the request lock.
+func (s *Session) storeReply(r io.Reader, max int64) (int64, error) {
+	tmp := s.ReplyPath() + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return 0, fmt.Errorf("creating reply file: %w", err)
 	}
+	s.hasReply = true
 	n, err := io.Copy(f, io.LimitReader(r, max+1))
 	if err == nil && n > max {
 		err = ErrReplyTooLarge
 	}
 	if err == nil {
-		err = f.Sync()
+		err = s.store.fsync(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -75,12 +48,13 @@ func (s *Session) StoreReply(r io.Reader, max int64) (int64, error) {
 	return n, nil
 }
 
-// AdoptReply takes the file the server application wrote at ReplyPath
+// adoptReply takes the file the server application wrote at ReplyPath
 // (notification by reference) as the session's reply: it fsyncs it, or
 // creates it empty when the application wrote none. A reply larger than
 // max fails with ErrReplyTooLarge and is deleted. It returns the reply's
 // size. The caller holds the request lock.
-func (s *Session) AdoptReply(max int64) (int64, error) {
+func (s *Session) adoptReply(max int64) (int64, error) {
+	s.hasReply = true
 	f, err := os.OpenFile(s.ReplyPath(), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return 0, fmt.Errorf("opening reply file: %w", err)
@@ -97,49 +71,31 @@ func (s *Session) AdoptReply(max int64) (int64, error) {
 		_ = os.Remove(s.ReplyPath())
 		return fi.Size(), ErrReplyTooLarge
 	}
-	if err := f.Sync(); err != nil {
+	if err := s.store.fsync(f); err != nil {
 		return 0, fmt.Errorf("syncing reply file: %w", err)
 	}
 	return fi.Size(), nil
 }
 
-// DiscardReply deletes a stored reply, if any.
-func (s *Session) DiscardReply() error {
-	if err := os.Remove(s.ReplyPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+// discardReply deletes a stored reply, if any.
+func (s *Session) discardReply() error {
+	if err := removeFile(s.ReplyPath()); err != nil {
 		return fmt.Errorf("deleting reply: %w", err)
 	}
 	return nil
 }
 
-// OpenReply opens the session's stored reply for reading. The file stays
-// readable even if the session is removed while it is open.
+// OpenReply opens the session's stored reply for reading; it needs no
+// lease. The file stays readable even if the session is removed while it
+// is open. A session removed before, or whose reply is gone, fails with
+// ErrNotFound.
 func (s *Session) OpenReply() (*os.File, error) {
 	if s.Gone() {
 		return nil, ErrNotFound
 	}
-	return os.Open(s.ReplyPath())
-}
-
-// DiscardData deletes the data file of a finished session, whose upload
-// was delivered (and committed, if asked), to free its space early. The
-// session still reports every byte received. The caller holds the request
-// lock.
-func (s *Session) DiscardData() error {
-	st := s.State()
-	if !st.Finished {
-		return errors.New("discarding the data of an unfinished session")
+	f, err := os.Open(s.ReplyPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: reply of %s is gone", ErrNotFound, s.id)
 	}
-	if st.DataDiscarded {
-		return nil
-	}
-	s.update(func(st *State) { st.DataDiscarded = true })
-	// Durable first: a state that still expects the data file, after the
-	// file is gone, would make recovery reopen a delivered upload.
-	if err := s.persist(true); err != nil {
-		return err
-	}
-	if err := os.Remove(s.DataPath()); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("deleting data file: %w", err)
-	}
-	return nil
+	return f, err
 }

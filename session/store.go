@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -21,9 +22,19 @@ import (
 // Options configure a Store. The zero value of every field selects its
 // default.
 type Options struct {
+	// Storage holds the bytes of the sessions and places finished
+	// uploads. Default: the local file system, with each session's bytes
+	// in the store's directory ([LocalStorage]).
+	Storage Storage
 	// Timeout is how long a session may stay idle before the reaper
 	// deletes it. Default: 14 days (IIS's BITSSessionTimeout).
 	Timeout time.Duration
+	// EmptyTimeout is how long a session that has received no byte may
+	// stay idle before the reaper deletes it. Its client loses nothing:
+	// a later packet for it gets BG_E_SESSION_NOT_FOUND, and the client
+	// creates a new session and sends from byte 0, as it would have.
+	// Default: DefaultEmptyTimeout, capped at Timeout.
+	EmptyTimeout time.Duration
 	// TombstoneTTL is how long the ids of closed and cancelled sessions
 	// are remembered, so a repeated Close-Session or Cancel-Session gets
 	// 200. Default: the session timeout (as later changed by SetTimeout),
@@ -32,22 +43,33 @@ type Options struct {
 	// MaxTombstones bounds the number of remembered ids; the oldest are
 	// forgotten first. Default: 1,000,000.
 	MaxTombstones int
-	// CheckpointBytes and CheckpointInterval set how often a growing data
-	// file is checkpointed (see the package documentation). Defaults:
+	// CheckpointBytes and CheckpointInterval set how often a growing
+	// upload is checkpointed (see the package documentation). Defaults:
 	// 64 MiB and 30 seconds.
 	CheckpointBytes    int64
 	CheckpointInterval time.Duration
 	// Logger receives the store's log lines. Default: a no-op logger.
 	Logger *zap.Logger
-	// OnRemove, if set, is called after a session was removed from disk,
-	// with its last state and the reason.
+	// OnRemove, if set, is called after a session was removed, with its
+	// last state and the reason.
 	OnRemove func(st State, reason RemoveReason)
 	// Now returns the current time. Default: time.Now. For tests.
 	Now func() time.Time
+
+	// fsync syncs files and directories; tests record the calls.
+	fsync func(*os.File) error
 }
 
-// DefaultTimeout is the default idle timeout of a session.
-const DefaultTimeout = 14 * 24 * time.Hour
+// Default timeouts.
+const (
+	// DefaultTimeout is the default idle timeout of a session.
+	DefaultTimeout = 14 * 24 * time.Hour
+	// DefaultEmptyTimeout is the default idle timeout of a session that
+	// has received no byte. A Windows client sends its first fragment
+	// right after Create-Session; a job suspended in between creates a
+	// new session when it resumes, at the cost of one round trip.
+	DefaultEmptyTimeout = 10 * time.Minute
+)
 
 // RemoveReason says why a session was removed.
 type RemoveReason int
@@ -77,30 +99,37 @@ func (r RemoveReason) String() string {
 // at a time; Open enforces that with an advisory lock where the platform
 // has one.
 type Store struct {
-	dir         string
-	sessionsDir string
-	opts        Options
-	logger      *zap.Logger
-	bootID      string
-	now         func() time.Time
-	timeout     atomic.Int64 // nanoseconds
+	dir       string
+	activeDir string
+	opts      Options
+	storage   Storage
+	logger    *zap.Logger
+	bootID    string
+	key       []byte
+	fsync     func(*os.File) error
+	now       func() time.Time
+	timeout   atomic.Int64 // nanoseconds
+	emptyTTL  atomic.Int64 // nanoseconds; 0 for the default
 
 	dirLock *os.File
+	journal *journal
 
-	mu         sync.RWMutex
-	sessions   map[protocol.SessionID]*Session
-	owners     map[string]int // open sessions per State.Owner
-	tombstones *tombstones
-	closed     bool
+	mu       sync.RWMutex
+	sessions map[protocol.SessionID]*Session
+	owners   map[string]int // open sessions per State.Owner
+	closed   bool
 
 	reaperStop chan struct{}
 	reaperDone chan struct{}
 	reaperKick chan struct{}
-
-	trashDir    string
-	janitor     chan string
-	janitorDone chan struct{}
 }
+
+// Names inside the store's directory.
+const (
+	activeName = "active"
+	lockName   = "lock"
+	keyName    = "key"
+)
 
 // Open opens (creating it if needed) the store in dir, which must be an
 // absolute path, and recovers the sessions found there. It starts the
@@ -112,7 +141,6 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultTimeout
 	}
-
 	if opts.MaxTombstones <= 0 {
 		opts.MaxTombstones = 1_000_000
 	}
@@ -128,58 +156,104 @@ func Open(dir string, opts Options) (*Store, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.fsync == nil {
+		opts.fsync = (*os.File).Sync
+	}
+	dir = filepath.Clean(dir)
 	s := &Store{
-		dir:         filepath.Clean(dir),
-		sessionsDir: filepath.Join(dir, "active"),
-		opts:        opts,
-		logger:      opts.Logger,
-		bootID:      bootID(),
-		now:         opts.Now,
-		sessions:    make(map[protocol.SessionID]*Session),
-		owners:      make(map[string]int),
-		reaperStop:  make(chan struct{}),
-		reaperDone:  make(chan struct{}),
-		reaperKick:  make(chan struct{}, 1),
-		trashDir:    filepath.Join(dir, "trash"),
-		janitor:     make(chan string, 4096),
-		janitorDone: make(chan struct{}),
+		dir:        dir,
+		activeDir:  filepath.Join(dir, activeName),
+		opts:       opts,
+		logger:     opts.Logger,
+		bootID:     bootID(),
+		fsync:      opts.fsync,
+		now:        opts.Now,
+		sessions:   make(map[protocol.SessionID]*Session),
+		owners:     make(map[string]int),
+		reaperStop: make(chan struct{}),
+		reaperDone: make(chan struct{}),
+		reaperKick: make(chan struct{}, 1),
 	}
 	s.timeout.Store(int64(opts.Timeout))
-	if err := os.MkdirAll(s.sessionsDir, 0o755); err != nil {
+	s.emptyTTL.Store(int64(opts.EmptyTimeout))
+	if err := os.MkdirAll(s.activeDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating session directory: %w", err)
 	}
-	lock, err := lockDir(filepath.Join(s.dir, "lock"))
+	lock, err := lockDir(filepath.Join(dir, lockName))
 	if err != nil {
-		return nil, fmt.Errorf("locking session directory %s: %w", s.dir, err)
+		return nil, fmt.Errorf("locking session directory %s: %w", dir, err)
 	}
 	s.dirLock = lock
-	ts, err := openTombstones(filepath.Join(s.dir, "closed.log"), opts.MaxTombstones, s.now().Add(-s.tombstoneTTL()))
-	if err != nil {
+	fail := func(err error) (*Store, error) {
+		if s.journal != nil {
+			_ = s.journal.close()
+		}
 		_ = s.dirLock.Close()
 		return nil, err
 	}
-	s.tombstones = ts
+	if s.key, err = loadKey(filepath.Join(dir, keyName), s.fsync); err != nil {
+		return fail(err)
+	}
+	s.storage = opts.Storage
+	if s.storage == nil {
+		ls := NewLocalStorage(s.activeDir)
+		ls.fsync = s.fsync
+		s.storage = ls
+	}
+	if s.journal, err = openJournal(dir, opts.MaxTombstones, s.now().Add(-s.tombstoneTTL())); err != nil {
+		return fail(err)
+	}
 	if err := s.recover(); err != nil {
-		_ = ts.close()
-		_ = s.dirLock.Close()
-		return nil, err
-	}
-	// Whatever a previous process left in the trash goes now.
-	if err := os.RemoveAll(s.trashDir); err != nil {
-		s.logger.Warn("emptying the trash of removed sessions", zap.Error(err))
-	}
-	if err := os.MkdirAll(s.trashDir, 0o755); err != nil {
-		_ = ts.close()
-		_ = s.dirLock.Close()
-		return nil, fmt.Errorf("creating session directory: %w", err)
+		return fail(err)
 	}
 	go s.reaper()
-	go s.janitorLoop()
 	return s, nil
+}
+
+// loadKey reads the store's key, creating it on first use. The key seals
+// every state the store writes (see [State]), so that a state file the
+// store did not write is refused.
+func loadKey(name string, fsync func(*os.File) error) ([]byte, error) {
+	b, err := os.ReadFile(name)
+	if err == nil {
+		if len(b) != 32 {
+			return nil, fmt.Errorf("session store key %s is damaged: %d bytes", name, len(b))
+		}
+		return b, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading session store key: %w", err)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("creating session store key: %w", err)
+	}
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating session store key: %w", err)
+	}
+	_, err = f.Write(key)
+	if err == nil {
+		err = fsync(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = syncDirOf(name, fsync)
+	}
+	if err != nil {
+		_ = os.Remove(name)
+		return nil, fmt.Errorf("creating session store key: %w", err)
+	}
+	return key, nil
 }
 
 // Dir returns the store's directory.
 func (s *Store) Dir() string { return s.dir }
+
+// Storage returns the storage the store's sessions keep their bytes in.
+func (s *Store) Storage() Storage { return s.storage }
 
 // SetTimeout changes the idle timeout of the store's sessions. The reaper
 // adapts its check interval to it.
@@ -195,6 +269,30 @@ func (s *Store) SetTimeout(d time.Duration) {
 	}
 }
 
+// Timeout returns the idle timeout of the store's sessions.
+func (s *Store) Timeout() time.Duration { return time.Duration(s.timeout.Load()) }
+
+// SetEmptyTimeout changes the idle timeout of sessions that have received
+// no byte; 0 selects the default.
+func (s *Store) SetEmptyTimeout(d time.Duration) {
+	if time.Duration(s.emptyTTL.Swap(int64(d))) != d {
+		select {
+		case s.reaperKick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// EmptyTimeout returns the idle timeout of sessions that have received
+// no byte.
+func (s *Store) EmptyTimeout() time.Duration {
+	d := time.Duration(s.emptyTTL.Load())
+	if d <= 0 {
+		d = DefaultEmptyTimeout
+	}
+	return min(d, s.Timeout())
+}
+
 // tombstoneTTL returns how long closed session ids are remembered.
 func (s *Store) tombstoneTTL() time.Duration {
 	if s.opts.TombstoneTTL > 0 {
@@ -203,11 +301,10 @@ func (s *Store) tombstoneTTL() time.Duration {
 	return max(s.Timeout(), time.Hour)
 }
 
-// Timeout returns the idle timeout of the store's sessions.
-func (s *Store) Timeout() time.Duration { return time.Duration(s.timeout.Load()) }
-
 // Close stops the reaper and releases the directory. Sessions stay on disk
-// for the next Open.
+// for the next Open, with what only memory knew (a total, a digest, the
+// last activity) written first, so that a clean shutdown loses nothing a
+// restart would have to redo.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -218,27 +315,27 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	close(s.reaperStop)
 	<-s.reaperDone
-	close(s.janitor)
-	<-s.janitorDone
-	// Write what only memory knows (a total, a digest, the last activity),
-	// so that a clean shutdown loses nothing a restart would have to redo.
 	s.mu.RLock()
 	for _, sess := range s.sessions {
-		if !sess.tryLock() {
+		if !sess.lock.tryLock() {
 			continue
 		}
+		sess.waitCheckpoint()
 		sess.mu.Lock()
 		dirty := sess.dirty && !sess.gone
 		sess.mu.Unlock()
 		if dirty {
-			if err := sess.persist(false); err != nil {
+			if err := sess.save(); err != nil {
 				s.logger.Warn("saving session state at shutdown", zap.String("session_id", sess.id.Wire()), zap.Error(err))
 			}
 		}
-		sess.Unlock()
+		if sess.data != nil {
+			_ = sess.data.Close()
+		}
+		sess.lock.unlock()
 	}
 	s.mu.RUnlock()
-	err := s.tombstones.close()
+	err := s.journal.close()
 	if cerr := s.dirLock.Close(); err == nil {
 		err = cerr
 	}
@@ -261,63 +358,50 @@ type CreateInfo struct {
 	MaxPerOwner int
 	// Digest asks for the upload's SHA-256 to be computed while its
 	// fragments are written, so that it is known when the upload completes
-	// without reading the file again.
+	// without reading it again.
 	Digest bool
 }
 
-// Create makes a new session with a fresh random id.
+// Create makes a new session with a fresh random id. Its state is one
+// line appended to the store's journal (no file of its own until it holds
+// bytes), so that it survives a process crash.
 func (s *Store) Create(info CreateInfo) (*Session, error) {
-	if !filepath.IsAbs(info.Root) || info.Path == "" {
-		return nil, fmt.Errorf("creating session: invalid destination %q in %q", info.Path, info.Root)
+	if err := checkDestinationNames(info.Root, info.Path); err != nil {
+		return nil, fmt.Errorf("creating session: %w", err)
 	}
 	now := s.now()
-	for attempt := 0; ; attempt++ {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, ErrStoreClosed
+	}
+	st := &State{
+		Version: stateVersion, Root: info.Root, Path: info.Path, URL: info.URL,
+		User: info.User, Client: info.Client, Hash: info.Digest,
+		Created: now, LastActivity: now, Total: -1, BootID: s.bootID,
+	}
+	owner := st.Owner()
+	if info.MaxPerOwner > 0 && s.owners[owner] >= info.MaxPerOwner {
+		return nil, ErrLimitReached
+	}
+	for {
 		u, err := uuid.NewRandom()
 		if err != nil {
 			return nil, fmt.Errorf("creating session id: %w", err)
 		}
-		id := protocol.NewSessionID(u)
-		dir := filepath.Join(s.sessionsDir, id.Bare())
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			if errors.Is(err, fs.ErrExist) && attempt < 3 {
-				continue
-			}
-			return nil, fmt.Errorf("creating session directory: %w", err)
+		st.ID = protocol.NewSessionID(u)
+		if _, taken := s.sessions[st.ID]; !taken && !s.journal.closed(st.ID) {
+			break
 		}
-		st := &State{
-			ID: id, Root: info.Root, Path: info.Path, URL: info.URL,
-			User: info.User, Client: info.Client, Hash: info.Digest,
-			Created: now, LastActivity: now, Total: -1, BootID: s.bootID,
-		}
-		// Reserve the owner's slot first, so that concurrent creates
-		// cannot overshoot the limit.
-		owner := st.Owner()
-		s.mu.Lock()
-		switch {
-		case s.closed:
-			s.mu.Unlock()
-			_ = os.Remove(dir)
-			return nil, ErrStoreClosed
-		case info.MaxPerOwner > 0 && s.owners[owner] >= info.MaxPerOwner:
-			s.mu.Unlock()
-			_ = os.Remove(dir)
-			return nil, ErrLimitReached
-		}
-		s.owners[owner]++
-		s.mu.Unlock()
-		if err := createState(dir, st); err != nil {
-			_ = os.RemoveAll(dir)
-			s.mu.Lock()
-			s.releaseOwner(owner)
-			s.mu.Unlock()
-			return nil, err
-		}
-		sess := newSession(s, st)
-		s.mu.Lock()
-		s.sessions[id] = sess
-		s.mu.Unlock()
-		return sess, nil
 	}
+	s.owners[owner]++
+	sess := newSession(s, st)
+	if err := sess.journalState(); err != nil {
+		s.releaseOwner(owner)
+		return nil, err
+	}
+	s.sessions[st.ID] = sess
+	return sess, nil
 }
 
 // Get returns the session with the given id. It fails with ErrClosed for
@@ -334,122 +418,111 @@ func (s *Store) Get(id protocol.SessionID) (*Session, error) {
 	if ok {
 		return sess, nil
 	}
-	if s.tombstones.has(id) {
+	if s.journal.closed(id) {
 		return nil, ErrClosed
 	}
 	return nil, ErrNotFound
 }
 
-// Acquire returns the session with the given id with its request lock
-// held, waiting for the lock until ctx ends. It fails like Get, and also
-// when the session was removed while waiting.
-func (s *Store) Acquire(ctx context.Context, id protocol.SessionID) (*Session, error) {
-	sess, err := s.Get(id)
-	if err != nil {
-		return nil, err
-	}
-	if err := sess.Lock(ctx); err != nil {
-		return nil, err
-	}
-	if sess.Gone() {
-		sess.Unlock()
-		return s.Acquire(ctx, id)
-	}
-	return sess, nil
+// Acquire returns a lease on the session with the given id, waiting for
+// its request lock until ctx ends. If another request holds the session
+// while it reads its body, that request is interrupted (see
+// [Lease.Write]). interrupt, if not nil, is how this request is in turn
+// interrupted by a newer one: it must make the body this request reads
+// fail promptly. Acquire fails like Get, also when the session was
+// removed while waiting.
+func (s *Store) Acquire(ctx context.Context, id protocol.SessionID, interrupt func()) (*Lease, error) {
+	return s.acquire(ctx, id, interrupt, true)
 }
 
-// Remove deletes a session for Close-Session or Cancel-Session: it waits
-// for the session's lock, deletes every file of the session, fsyncs the
-// sessions directory and remembers the id, so that a repeated request
-// succeeds. A committed destination file is not touched. For an id that
-// was already removed it returns ErrClosed; for an unknown id ErrNotFound.
+// acquire is Acquire, taking the session over from a request reading its
+// body or not.
+func (s *Store) acquire(ctx context.Context, id protocol.SessionID, interrupt func(), takeOver bool) (*Lease, error) {
+	for {
+		sess, err := s.Get(id)
+		if err != nil {
+			return nil, err
+		}
+		if err := sess.lock.lock(ctx, takeOver); err != nil {
+			return nil, lockError(sess, err)
+		}
+		if !sess.Gone() {
+			return &Lease{s: sess, interrupt: interrupt}, nil
+		}
+		sess.lock.unlock()
+	}
+}
+
+// Remove deletes a session on behalf of an operator: it waits for the
+// requests of the session in flight to finish, deletes every file of the
+// session and remembers the id, so that a repeated Close-Session or
+// Cancel-Session succeeds. A committed destination file is not touched.
+// For an id that was already removed it returns ErrClosed; for an unknown
+// id ErrNotFound. Clients' own Close-Session and Cancel-Session take a
+// lease with Acquire and call [Lease.Remove].
 func (s *Store) Remove(ctx context.Context, id protocol.SessionID, reason RemoveReason) (State, error) {
-	sess, err := s.Acquire(ctx, id)
+	l, err := s.acquire(ctx, id, nil, false)
 	if err != nil {
 		return State{}, err
 	}
-	defer sess.Unlock()
-	return s.remove(sess, reason, true)
+	defer l.Release()
+	return l.Remove(reason)
 }
 
-// RemoveAcquired is Remove for a session whose request lock the caller
-// already holds (from Acquire); the caller still unlocks it.
-func (s *Store) RemoveAcquired(sess *Session, reason RemoveReason) (State, error) {
-	return s.remove(sess, reason, true)
-}
-
-// remove deletes a session whose request lock the caller holds.
+// remove deletes a session whose request lock the caller holds. Its id
+// is recorded first, so that a crash halfway through still answers a
+// repeated Close or Cancel with 200, and the next Open finishes the
+// deletion. A cancelled session's deletion is fsynced before remove
+// returns: a cancelled upload is gone, every byte of it, power loss or
+// not.
 func (s *Store) remove(sess *Session, reason RemoveReason, tombstone bool) (State, error) {
+	sess.waitCheckpoint()
 	st := sess.State()
-	// Forget the session first, so that nobody finds it half deleted.
+	sess.persistMu.Lock()
 	sess.mu.Lock()
 	sess.gone = true
 	sess.mu.Unlock()
+	stateFile := sess.stateFile
+	sess.persistMu.Unlock()
 	s.mu.Lock()
 	if _, ok := s.sessions[sess.id]; ok {
 		delete(s.sessions, sess.id)
 		s.releaseOwner(st.Owner())
 	}
 	s.mu.Unlock()
-	// Remember the id before deleting anything: a crash halfway through
-	// the deletion then still answers a repeated Close or Cancel with
-	// 200, and recovery finishes the deletion.
+	var err error
 	if tombstone {
-		if err := s.tombstones.add(sess.id, s.now()); err != nil {
-			s.logger.Warn("recording closed session", zap.String("session_id", sess.id.Wire()), zap.Error(err))
-		}
+		err = s.journal.addTombstone(sess.id, s.now())
+	} else {
+		err = s.journal.forget(sess.id)
 	}
-	if reason == RemovedCancelled {
-		// A cancelled upload is to be gone, every byte of it, before the
-		// answer, power loss or not.
-		if err := os.RemoveAll(sess.dir); err != nil {
-			// What is left is deleted when the store next opens: the id
-			// is recorded, or the state file is gone.
-			return st, fmt.Errorf("removing session %s: %w", sess.id, err)
-		}
-		if err := syncDir(s.sessionsDir); err != nil {
-			s.logger.Warn("syncing sessions directory", zap.Error(err))
-		}
-	} else if err := s.discard(sess.dir); err != nil {
+	if err != nil {
+		s.logger.Warn("writing the session journal", zap.String("session_id", sess.id.Wire()), zap.Error(err))
+	}
+	var errs []error
+	onDisk := stateFile || sess.hasReply
+	if d := sess.data; d != nil && (!st.DataDiscarded || d.Size() > 0) {
+		onDisk = true
+		errs = append(errs, d.Remove(), d.Close())
+	}
+	if sess.hasReply {
+		errs = append(errs, sess.discardReply())
+	}
+	if stateFile {
+		errs = append(errs, removeFile(sess.statePath()))
+	}
+	if reason == RemovedCancelled && onDisk {
+		errs = append(errs, syncDir(s.activeDir, s.fsync))
+	}
+	if err := errors.Join(errs...); err != nil {
+		// What is left is deleted when the store next opens: the id is
+		// recorded, or the state is gone.
 		return st, fmt.Errorf("removing session %s: %w", sess.id, err)
 	}
 	if s.opts.OnRemove != nil {
 		s.opts.OnRemove(st, reason)
 	}
 	return st, nil
-}
-
-// discard takes a session directory out of the store with one rename, and
-// leaves deleting its files to the janitor, off the request path. What the
-// janitor has not deleted when the process ends is deleted at the next
-// Open.
-func (s *Store) discard(dir string) error {
-	trash := filepath.Join(s.trashDir, filepath.Base(dir))
-	if err := os.Rename(dir, trash); err != nil {
-		return os.RemoveAll(dir)
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if !s.closed {
-		select {
-		case s.janitor <- trash:
-			return nil
-		default:
-			// The janitor is behind: delete it here.
-		}
-	}
-	return os.RemoveAll(trash)
-}
-
-// janitorLoop deletes discarded session directories until the store is
-// closed, then deletes what is left in the queue.
-func (s *Store) janitorLoop() {
-	defer close(s.janitorDone)
-	for dir := range s.janitor {
-		if err := os.RemoveAll(dir); err != nil {
-			s.logger.Warn("deleting a removed session", zap.String("dir", dir), zap.Error(err))
-		}
-	}
 }
 
 // List returns the state of every session, oldest first.
