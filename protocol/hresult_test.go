@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -235,5 +236,26 @@ func TestErrorAck(t *testing.T) {
 	want := Ack{Status: 408, Code: ErrorTimeout, Context: ContextRemoteApplication}
 	if got := ErrorAck(e); got != want {
 		t.Fatalf("ErrorAck(%+v) = %+v, want %+v", e, got, want)
+	}
+}
+
+// TestErrorIs checks that errors.Is finds a protocol error by its code,
+// however deeply it is wrapped, and by its status when the target has one.
+func TestErrorIs(t *testing.T) {
+	err := fmt.Errorf("fragment: %w", SessionNotFound("gone"))
+	if !errors.Is(err, &Error{Code: BGSessionNotFound}) {
+		t.Error("errors.Is does not find BG_E_SESSION_NOT_FOUND by its code")
+	}
+	if !errors.Is(err, &Error{Code: BGSessionNotFound, Status: http.StatusInternalServerError}) {
+		t.Error("errors.Is does not find BG_E_SESSION_NOT_FOUND by its code and status")
+	}
+	if errors.Is(err, &Error{Code: BGSessionNotFound, Status: http.StatusBadRequest}) {
+		t.Error("errors.Is matches another status")
+	}
+	if errors.Is(err, &Error{Code: EInvalidArg}) {
+		t.Error("errors.Is matches another code")
+	}
+	if errors.Is(errors.New("plain"), &Error{Code: EInvalidArg}) {
+		t.Error("errors.Is matches an error that is no protocol error")
 	}
 }

@@ -204,3 +204,28 @@ func TestErrDirectoryTargetWrapped(t *testing.T) {
 		t.Fatalf("CleanRemotePath(%q) error = %v, want ErrDirectoryTarget itself", "/dir/", err)
 	}
 }
+
+// TestCleanRemotePathNameLength refuses a segment longer than a file name
+// may be, counted in decoded bytes, before any parent exists.
+func TestCleanRemotePathNameLength(t *testing.T) {
+	ok := []string{
+		"/" + strings.Repeat("a", MaxNameLength),
+		"/new/dirs/" + strings.Repeat("%C3%A9", MaxNameLength/2) + "x",
+	}
+	for _, p := range ok {
+		if _, err := CleanRemotePath(p); err != nil {
+			t.Errorf("CleanRemotePath(%.40q…) = %v, want it accepted", p, err)
+		}
+	}
+	bad := []string{
+		"/" + strings.Repeat("a", MaxNameLength+1),
+		"/new/" + strings.Repeat("a", MaxNameLength+1) + "/f.bin",
+		"/" + strings.Repeat("%C3%A9", MaxNameLength/2+1),
+		"/" + strings.Repeat("%61", MaxNameLength+1),
+	}
+	for _, p := range bad {
+		if _, err := CleanRemotePath(p); err == nil {
+			t.Errorf("CleanRemotePath(%.40q…) accepted a name over %d bytes", p, MaxNameLength)
+		}
+	}
+}

@@ -535,3 +535,31 @@ func ExampleError() {
 	fmt.Println(perr.Status, perr.Code, perr.Context)
 	// Output: 400 0x80070057 0x5
 }
+
+// TestParseRequestDuplicateHeaders refuses a BITS header, Content-Range or
+// Content-Name sent twice, even with equal values: a proxy in front that
+// reads another value than the server would disagree about the packet.
+func TestParseRequestDuplicateHeaders(t *testing.T) {
+	frag := fragmentHeaders("bytes 0-4891/4892", 4892)
+	for _, tc := range []struct {
+		headers []hdr
+		body    int
+		dup     string
+	}{
+		{pingHeaders, 0, HeaderPacketType},
+		{closeHeaders, 0, HeaderSessionID},
+		{createHeaders, 0, HeaderSupportedProtocols},
+		{frag, 4892, "Content-Range"},
+		{frag, 4892, "Content-Name"},
+	} {
+		req := newBITSRequest(styleCanonical, tc.headers, strings.Repeat("x", tc.body), func(r *http.Request) { r.ContentLength = int64(tc.body) })
+		if _, perr := ParseRequest(req); perr != nil {
+			t.Fatalf("packet before duplicating %s: %v", tc.dup, perr)
+		}
+		req.Header.Add(tc.dup, req.Header.Get(tc.dup))
+		_, perr := ParseRequest(req)
+		if perr == nil || perr.Status != http.StatusBadRequest || perr.Code != EInvalidArg {
+			t.Errorf("packet with %s twice: %v, want 400 E_INVALIDARG", tc.dup, perr)
+		}
+	}
+}

@@ -165,7 +165,9 @@ func (l *Lease) append(rng protocol.Range, body io.Reader, skip int64, opts Writ
 		if derr != nil {
 			return 0, derr
 		}
+		s.appending.Store(&appendProgress{data: data})
 		written, err = data.Append(body, n)
+		s.appending.Store(nil)
 	}
 	if written > 0 {
 		s.update(func(st *State) { st.Received = start + written })

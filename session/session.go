@@ -11,6 +11,7 @@ import (
 	"io"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -47,6 +48,10 @@ type Session struct {
 	completed      bool          // complete() ran in this process
 	hasReply       bool          // a reply file may exist
 	placedStraight time.Duration // how long placing took, when Write placed the upload
+
+	// appending is the data a fragment is being appended to, while it
+	// is, so that State reports the bytes as they arrive.
+	appending      atomic.Pointer[appendProgress]
 	checkpointTime time.Time
 	checkpoint     chan struct{} // closed when the running checkpoint ends
 }
@@ -64,13 +69,22 @@ func newSession(store *Store, st *State) *Session {
 // ID returns the session's id.
 func (s *Session) ID() protocol.SessionID { return s.id }
 
-// State returns a copy of the session's metadata.
+// appendProgress is a fragment being appended to data.
+type appendProgress struct {
+	data Data
+}
+
+// State returns a copy of the session's metadata. While a fragment is
+// being written, Received counts the bytes stored so far.
 func (s *Session) State() State {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st := s.st
+	s.mu.Unlock()
 	st.HashState = nil
 	st.Data = nil
+	if p := s.appending.Load(); p != nil {
+		st.Received = max(st.Received, p.data.Size())
+	}
 	return st
 }
 
