@@ -45,6 +45,12 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 	}
 
 	res, err := l.Write(pkt.Range, r.Body, session.WriteOptions{Place: h.Notify == nil, Overwrite: h.AllowOverwrite})
+	if l.Interrupted() {
+		// The interrupt set a read deadline in the past, perhaps just
+		// after the body was read: the connection cannot carry another
+		// request.
+		w.Header().Set("Connection", "close")
+	}
 	h.obs.count(func() { metrics.bytesReceived.Add(float64(res.Written)) })
 	replacer(r).Set(placeholderReceived, strconv.FormatInt(res.Received, 10))
 	replacer(r).Set(placeholderTotal, strconv.FormatInt(pkt.Range.Total, 10))
@@ -57,7 +63,6 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 		}
 		// 503, which clients retry: an answer this request's client
 		// still reads must not fail its job.
-		w.Header().Set("Connection", "close")
 		h.writeAck(w, r, pkt, protocol.Ack{Status: http.StatusServiceUnavailable,
 			Code: protocol.HTTPError(http.StatusServiceUnavailable), Context: protocol.ContextRemoteFile})
 		return

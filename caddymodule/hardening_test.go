@@ -124,13 +124,13 @@ func TestHardeningEarlyAnswersReachTheClient(t *testing.T) {
 		{"min_free_space", "", func(t *testing.T, srv *server) (string, map[string]string) {
 			s := create(t, c, srv.URL("/reserve.bin"))
 			srv.Options = "min_free_space 1000PB"
-			srv.load()
+			reloadConfig(srv, c)
 			return "/reserve.bin", frag(s.WireID, 0, size)
 		}, ack{status: 500, code: protocol.ErrorDiskFull}},
 		{"disk full", "", func(t *testing.T, srv *server) (string, map[string]string) {
 			fs := mountTmpfs(t, "4m")
 			srv.Root, srv.SessionDir = filepath.Join(fs, "root"), filepath.Join(fs, "sessions")
-			srv.load()
+			reloadConfig(srv, c)
 			s := create(t, c, srv.URL("/full.bin"))
 			return "/full.bin", frag(s.WireID, 0, size)
 		}, ack{status: 500, code: protocol.ErrorDiskFull}},
@@ -217,8 +217,8 @@ func TestHardeningPlaceholderRoots(t *testing.T) {
 	}
 	srv := newServer(t, "")
 	srv.Root = tenants + "/{http.request.header.X-Tenant}"
-	srv.load()
 	c := newClient()
+	reloadConfig(srv, c)
 	tenantHeader := func(tenant string) http.Header {
 		if tenant == "" {
 			return nil // the placeholder expands to nothing
@@ -276,8 +276,7 @@ func TestHardeningSessionLimitByDefault(t *testing.T) {
 	}
 	checkAck(t, opsCreateAck(t, c, srv.URL("/limit/50.bin")), ack{status: 503, code: 0x80070045})
 	srv.Options = "max_sessions_per_user off"
-	srv.load()
-	c.CloseIdleConnections() // the reload closed them
+	reloadConfig(srv, c)
 	for i := 50; i < 60; i++ {
 		create(t, c, srv.URL(fmt.Sprintf("/limit/%d.bin", i)))
 	}
@@ -408,7 +407,7 @@ func TestHardeningNotifyStaysHome(t *testing.T) {
 	// The application is behind this same site; a relative notify URL
 	// reaches it only by the site's own routes.
 	srv.Site = "handle /hook* {\n\t\treverse_proxy " + app.Addr() + "\n\t}"
-	srv.load()
+	reloadConfig(srv)
 	data := randomBytes(t, 2000)
 
 	// The upload names the other service in its Host header.

@@ -118,12 +118,10 @@ func TestReloadMidUpload(t *testing.T) {
 
 	// The new config applies to the existing session at once.
 	srv.Options = "max_size 1MiB"
-	srv.load()
-	c.CloseIdleConnections() // the old server closes its kept-alive connections
+	reloadConfig(srv, c) // the old server closes its kept-alive connections
 	checkAck(t, fragment(t, s, data, 1<<20, 2<<20-1), ack{status: 500, code: protocol.BGTooLarge})
 	srv.Options = "max_size 100MiB"
-	srv.load()
-	c.CloseIdleConnections()
+	reloadConfig(srv, c)
 	checkAck(t, fragment(t, s, data, 1<<20, 2<<20-1), ack{status: 200, headers: received("2097152")})
 
 	// A fragment trickling in while the config is reloaded twice.

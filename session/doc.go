@@ -1,66 +1,113 @@
-// Package session is the durable store of BITS upload sessions on local
-// disk. It knows nothing about HTTP: the caller hands it parsed ranges and
-// request bodies, and it decides what "received" means.
+// Package session is the durable store of BITS upload sessions. It knows
+// nothing about HTTP: the caller hands it parsed ranges and request
+// bodies, and it decides what "received" means.
+//
+// # Shape
+//
+// A [Store] owns one directory and the sessions in it. A [Session] is what
+// anybody may look at (its id and a copy of its [State]); a [Lease],
+// returned by [Store.Acquire], holds a session's request lock and carries
+// every method that changes it: [Lease.Write] applies a fragment,
+// [Lease.Settle] finishes a complete upload (notify, record, place,
+// finish, discard, each recorded before the next), and [Lease.Remove]
+// deletes it. A newer request for a session takes it over from an older
+// one that is still reading a body (see [Store.Acquire]).
+//
+// Where the bytes of a session live is behind [Storage] and [Data]: the
+// local file system ([LocalStorage]) by default, or an object store. What
+// a storage may lack is named by optional interfaces ([DataFile],
+// [DataReader], [StreamPlacer]).
 //
 // # Layout
 //
-// A [Store] owns one directory:
+// A store's directory holds:
 //
-//	<dir>/lock                      advisory lock: one process per directory
-//	<dir>/closed.log                recently closed or cancelled session ids
-//	<dir>/active/<guid>/state.json  session metadata, replaced atomically
-//	<dir>/active/<guid>/data        the upload, written only at its end
-//	<dir>/active/<guid>/reply       the server application's reply, if any
-//	<dir>/trash/<guid>/             a closed session, being deleted
+//	<dir>/lock                 advisory lock: one process per directory
+//	<dir>/key                  the key that seals every state (0600)
+//	<dir>/journal.log          append-only: tombstones, and states without a file
+//	<dir>/active/<guid>.json   a session's state, once it holds bytes
+//	<dir>/active/<guid>.data   the upload, written only at its end (LocalStorage)
+//	<dir>/active/<guid>.reply  the server application's reply, if any
 //
-// Directory names are the canonical lower-case GUIDs the server generated.
-// A session id that came from a client is only ever looked up in memory
+// File names are the canonical lower-case GUIDs the server generated. A
+// session id that came from a client is only ever looked up in memory
 // after [protocol.ParseSessionID] accepted it; it is never joined into a
-// path.
+// path. The layout of earlier versions (a directory per session) is
+// migrated when the store opens.
+//
+// Every state is sealed with an HMAC-SHA256 under the store's key, and a
+// state the store did not write is refused when it opens: an upload that
+// lands in the session directory through a misconfiguration cannot become
+// a session. A state must also name a destination that Create would
+// accept.
+//
+// # Where a session's state is
+//
+// A new session costs one line in the journal (an S line with its sealed
+// state) and no file: it survives a process crash, and losing it in a
+// power loss costs its client only a new Create-Session. Once a fragment
+// leaves the session holding bytes it has not finished, the state moves
+// to its own file, <guid>.json, replaced atomically on every change. A
+// single-fragment upload never gets a state file: its state before
+// placing is another S line, and Close-Session writes its tombstone (an X
+// line). The journal is rewritten compactly when the store opens and when
+// most of its lines are dead.
 //
 // # Durability and fsync policy
 //
-// The data file only ever grows at its end, by the bytes of a fragment that
+// The data only ever grows at its end, by the bytes of a fragment that
 // follow the last byte held. So the number of bytes held is always the
-// data file's size, and whatever a crash leaves there is the client's own
+// data's size, and whatever a crash leaves there is the client's own
 // bytes, in order.
 //
 //   - Process crash (kill -9): the page cache survives, so on restart the
-//     data file's size is trusted. The server never reports fewer bytes
-//     than it acknowledged before the crash.
+//     data's size is trusted. The server never reports fewer bytes than
+//     it acknowledged before the crash, and every session it created,
+//     with or without bytes, is found again (its state is in a state file
+//     or an S line, both written before the Ack).
 //   - Power loss or kernel crash: bytes that were never fsynced may be lost
-//     or, on some file systems, read back as zeros. A checkpoint fsyncs the
-//     data file and then records the checkpointed length, the SHA-256 state
-//     and the kernel's boot id in state.json, durably. When the store opens
-//     a session whose state carries another boot id than the running
-//     kernel's, it truncates the data file to the checkpointed length,
-//     which is known to be durable: the upload rewinds but never serves
-//     corrupt data. A checkpoint is taken after every CheckpointBytes
-//     (64 MiB by default) and CheckpointInterval (30 s by default) of new
-//     data, so a large upload rewinds by at most that much.
-//   - Commit fsyncs the data file, links it into place (or copies, fsyncs
-//     and renames it, across file systems) and fsyncs the destination
-//     directory before the final Ack, so an upload acknowledged as complete
-//     survives power loss. A data file with a second hard link is such a
-//     committed file: recovery never truncates it.
+//     or, on some file systems, read back as zeros. A checkpoint syncs the
+//     data and then records the checkpointed length, the SHA-256 state
+//     and the kernel's boot id in the state file, durably. When the store
+//     opens a session whose state carries another boot id than the running
+//     kernel's, it truncates the data to the checkpointed length, which is
+//     known to be durable: the upload rewinds but never serves corrupt
+//     data. A checkpoint is taken after every CheckpointBytes (64 MiB by
+//     default) and CheckpointInterval (30 s by default) of new data, in
+//     the background: the fragments that follow are acknowledged while it
+//     syncs, and it records only the length that was held when it began.
+//   - A state file, once written durably, is never replaced by one that
+//     was not fsynced first: a power loss cannot turn it into an empty
+//     file or roll it back past a durable state.
+//   - Placing an upload writes its bytes to the disk before its name
+//     appears at the destination, and makes the name durable before the
+//     final Ack: an upload acknowledged as complete survives a power loss,
+//     and a name that survives one names all of its bytes. On ext4, XFS
+//     and Btrfs, whose fsync of a file also commits the names just linked
+//     to it, that costs one fsync of the file after the link (the data was
+//     written back, without a commit, before it); elsewhere the file is
+//     fsynced before the link and the directory after it. Every directory
+//     a placement creates is fsynced into its parent, from the top down.
+//     A placed upload is recognised after a crash (its data file has
+//     another link, or the staged file's identity is recorded), so
+//     placing again never truncates or rewrites it.
+//   - An upload that arrives in one fragment, to be placed without a
+//     notification, is written into an unnamed file next to its
+//     destination ([StreamPlacer]) and linked from there; its state is
+//     recorded in the journal before the link.
 //   - Recording a notification's outcome checkpoints the whole upload
 //     durably first, so the outcome is never lost or re-delivered after a
 //     power loss. Cancel fsyncs the removal of the session's files.
-//   - Everything else (session creation, the total length, completion,
-//     Finish, Close) is an ordinary state update without fsync, or none at
-//     all: completion and Finish stay in memory until the next update or a
-//     clean shutdown, because recovery can tell a committed upload by its
-//     hard link and a notification's outcome is recorded durably. A small
-//     upload thus costs two fsyncs, both in its commit. After a power loss
-//     such a session may be missing, have an unreadable state file, or look
-//     a step less far along; an unreadable one is discarded (its client
-//     gets BG_E_SESSION_NOT_FOUND and starts over), and redoing a step is
+//   - Everything else (the total length, completion, Finish, Close) is an
+//     ordinary state update without fsync, or none at all: completion and
+//     Finish stay in memory until the next update or a clean shutdown,
+//     because recovery can tell a placed upload, and a notification's
+//     outcome is recorded durably. After a power loss such a session may
+//     be missing, or look a step less far along; redoing a step is
 //     idempotent.
-//   - Close-Session moves the session's directory to the trash with one
-//     rename and deletes it in the background; Cancel-Session deletes it
-//     before answering. Either records the id in closed.log first, so a
-//     crash halfway through still answers a repeated request with 200, and
-//     the next Open finishes the deletion.
+//   - Close-Session and Cancel-Session record the id in the journal
+//     first, so a crash halfway through still answers a repeated request
+//     with 200, and the next Open finishes the deletion.
 //
 // Where the boot id cannot be read (systems other than Linux), every
 // restart is treated as a process crash.

@@ -33,6 +33,12 @@ func (l *Lease) ID() protocol.SessionID { return l.s.id }
 // State returns a copy of the session's state.
 func (l *Lease) State() State { return l.s.State() }
 
+// Interrupted reports whether a newer request asked this one to stop
+// reading its body. The interrupt function may then have run even though
+// the body was read to its end, so the connection it disturbed should not
+// be used again.
+func (l *Lease) Interrupted() bool { return l.interrupted.Load() }
+
 // Release gives the session back. Calling it again does nothing.
 func (l *Lease) Release() {
 	if l.released {

@@ -23,14 +23,14 @@ import (
 // unnamed temporary files (Linux), and its Data implements [DataFile] and
 // [DataReader].
 type LocalStorage struct {
-	dir   string
-	fsync func(*os.File) error
+	dir string
+	sy  *syncer
 }
 
 // NewLocalStorage returns the local file system storage that keeps
 // session data in dir, an absolute directory that must exist.
 func NewLocalStorage(dir string) *LocalStorage {
-	return &LocalStorage{dir: dir, fsync: (*os.File).Sync}
+	return &LocalStorage{dir: dir, sy: defaultSyncer()}
 }
 
 // dataSuffix ends the name of a session's data file.
@@ -151,7 +151,7 @@ func (d *localData) Sync() error {
 	if err != nil {
 		return fmt.Errorf("opening data file: %w", err)
 	}
-	err = d.ls.fsync(f)
+	err = d.ls.sy.fsync(f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -190,17 +190,15 @@ type sectionFile struct {
 
 func (s *sectionFile) Close() error { return s.f.Close() }
 
-// Place implements [Data]: it fsyncs the data file, creates missing parent
-// directories inside the root (each fsynced into its parent, from the top
-// down), and links the data file into place, or, across file systems,
-// copies it to a temporary file next to the destination, fsyncs it and
-// renames it; then it fsyncs the destination directory. Without
-// overwrite, the link decides atomically that the destination is free.
-// The data file stays in the session until it is removed.
+// Place implements [Data]: it creates missing parent directories inside
+// the root (each fsynced into its parent, from the top down), and links
+// the data file into place, or, across file systems, copies it to a
+// temporary file next to the destination, fsyncs it and renames it. The
+// bytes are on disk before the name appears, and the name is durable
+// before Place returns (see syncer). Without overwrite, the link decides
+// atomically that the destination is free. The data file stays in the
+// session until it is removed.
 func (d *localData) Place(_ context.Context, dest Destination, overwrite bool) error {
-	if err := d.Sync(); err != nil {
-		return err
-	}
 	r, err := os.OpenRoot(dest.Root)
 	if err != nil {
 		return fmt.Errorf("opening upload root: %w", err)
@@ -213,10 +211,15 @@ func (d *localData) Place(_ context.Context, dest Destination, overwrite bool) e
 		}
 		return err
 	}
-	if err := mkdirAllSynced(r, path.Dir(dest.Path), d.ls.fsync); err != nil {
+	if err := mkdirAllSynced(r, path.Dir(dest.Path), d.ls.sy.fsync); err != nil {
 		return err
 	}
-	return placeFile(r, dest.Path, d.path, "."+filepath.Base(d.path)+".bits-tmp", overwrite, d.ls.fsync)
+	f, err := os.OpenFile(d.path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("opening data file: %w", err)
+	}
+	defer f.Close()
+	return placeFile(r, dest.Path, f, "."+filepath.Base(d.path)+".bits-tmp", overwrite, d.ls.sy)
 }
 
 // Placed implements [Data].

@@ -15,21 +15,17 @@ import (
 // or not at all: it copies src to tmpName next to the destination through
 // r, fsyncs it, and links (without overwrite) or renames (with) it into
 // place.
-func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool, fsync func(*os.File) error) error {
+func placeFile(r *os.Root, rel string, src *os.File, tmpName string, overwrite bool, sy *syncer) error {
 	tmp := path.Join(path.Dir(rel), tmpName)
 	_ = r.Remove(tmp)
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("opening data file: %w", err)
-	}
-	defer in.Close()
+	in := io.NewSectionReader(src, 0, 1<<62)
 	out, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return destinationError(fmt.Errorf("creating temporary file next to the destination: %w", err))
 	}
 	_, err = io.Copy(out, in)
 	if err == nil {
-		err = fsync(out)
+		err = sy.fsync(out)
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr

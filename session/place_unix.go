@@ -13,15 +13,15 @@ import (
 )
 
 // placeFile makes the file src appear at rel inside the root r, complete
-// or not at all. It works on a descriptor of the destination directory
-// opened through r, so a symbolic link swapped in after the checks cannot
-// redirect it outside the root. The fast path is a hard link, which needs
-// no copy and, without overwrite, fails atomically if the destination
-// exists. Across file systems, or where hard links are not supported, src
-// is copied to tmpName in the destination directory, fsynced and then
-// moved into place. The destination directory is fsynced before it
-// returns.
-func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool, fsync func(*os.File) error) error {
+// or not at all, and durably. It works on a descriptor of the destination
+// directory opened through r, so a symbolic link swapped in after the
+// checks cannot redirect it outside the root. The fast path is a hard
+// link, which needs no copy and, without overwrite, fails atomically if
+// the destination exists; sy makes it durable with one sync where the file
+// system allows (see syncer). Across file systems, or where hard links are
+// not supported, src is copied to tmpName in the destination directory,
+// fsynced and then moved into place, and the directory is fsynced.
+func placeFile(r *os.Root, rel string, src *os.File, tmpName string, overwrite bool, sy *syncer) error {
 	d, err := r.Open(path.Dir(rel))
 	if err != nil {
 		return destinationError(fmt.Errorf("opening destination directory: %w", err))
@@ -31,17 +31,21 @@ func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool, fsync func(
 	base := path.Base(rel)
 	_ = unix.Unlinkat(dfd, tmpName, 0)
 
+	oneSync, err := sy.beforeLink(src, d)
+	if err != nil {
+		return err
+	}
 	target := base
 	if overwrite {
 		target = tmpName
 	}
-	err = unix.Linkat(unix.AT_FDCWD, src, dfd, target, 0)
+	err = unix.Linkat(unix.AT_FDCWD, src.Name(), dfd, target, 0)
 	switch {
 	case err == nil:
 	case errors.Is(err, unix.EEXIST):
 		return ErrDestinationExists
 	case linkUnsupported(err):
-		if err := copyToTemp(dfd, tmpName, src, fsync); err != nil {
+		if err := copyToTemp(dfd, tmpName, src, sy.fsync); err != nil {
 			return err
 		}
 		if !overwrite {
@@ -62,8 +66,12 @@ func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool, fsync func(
 				}
 				return destinationError(fmt.Errorf("moving upload into place: %w", err))
 			}
-			return syncDestDir(d, fsync)
+			return sy.afterLink(nil, d, false)
 		}
+		if err := replaceWith(dfd, tmpName, base); err != nil {
+			return err
+		}
+		return sy.afterLink(nil, d, false)
 	default:
 		return destinationError(fmt.Errorf("linking upload into place: %w", err))
 	}
@@ -72,7 +80,7 @@ func placeFile(r *os.Root, rel, src, tmpName string, overwrite bool, fsync func(
 			return err
 		}
 	}
-	return syncDestDir(d, fsync)
+	return sy.afterLink(src, d, oneSync)
 }
 
 // replaceWith renames tmp over name inside the directory dfd. Renaming a
@@ -96,12 +104,8 @@ func linkUnsupported(err error) bool {
 
 // copyToTemp copies src into a new file named tmp in the directory dfd and
 // fsyncs it.
-func copyToTemp(dfd int, tmp, src string, fsync func(*os.File) error) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return fmt.Errorf("opening data file: %w", err)
-	}
-	defer in.Close()
+func copyToTemp(dfd int, tmp string, src *os.File, fsync func(*os.File) error) error {
+	in := io.NewSectionReader(src, 0, 1<<62)
 	fd, err := unix.Openat(dfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
 	if err != nil {
 		return fmt.Errorf("creating temporary file next to the destination: %w", err)
@@ -117,14 +121,6 @@ func copyToTemp(dfd int, tmp, src string, fsync func(*os.File) error) error {
 	if err != nil {
 		_ = unix.Unlinkat(dfd, tmp, 0)
 		return destinationError(fmt.Errorf("copying upload next to the destination: %w", err))
-	}
-	return nil
-}
-
-// syncDestDir fsyncs the destination directory.
-func syncDestDir(d *os.File, fsync func(*os.File) error) error {
-	if err := fsync(d); err != nil {
-		return fmt.Errorf("syncing destination directory: %w", err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"strconv"
@@ -16,20 +17,24 @@ import (
 )
 
 // Stage implements [StreamPlacer]: the bytes go into an unnamed temporary
-// file (O_TMPFILE) in the destination directory, which is fsynced and then
-// linked into place by [Staged.Place]. The destination's missing parent
-// directories are created first, each fsynced into its parent.
+// file (O_TMPFILE) in the destination directory, and reach the disk before
+// [Staged.Place] links the file into place (see syncer). The
+// destination's missing parent directories are created first, each
+// fsynced into its parent.
 func (ls *LocalStorage) Stage(_ context.Context, dest Destination, r io.Reader, n int64) (Staged, error) {
 	root, err := os.OpenRoot(dest.Root)
 	if err != nil {
 		return nil, fmt.Errorf("opening upload root: %w", err)
 	}
 	st := &staged{ls: ls, root: root, rel: dest.Path}
-	if err := mkdirAllSynced(root, path.Dir(dest.Path), ls.fsync); err != nil {
-		st.Close()
-		return nil, err
-	}
 	d, err := root.Open(path.Dir(dest.Path))
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := mkdirAllSynced(root, path.Dir(dest.Path), ls.sy.fsync); err != nil {
+			st.Close()
+			return nil, err
+		}
+		d, err = root.Open(path.Dir(dest.Path))
+	}
 	if err != nil {
 		st.Close()
 		return nil, destinationError(fmt.Errorf("opening destination directory: %w", err))
@@ -46,9 +51,7 @@ func (ls *LocalStorage) Stage(_ context.Context, dest Destination, r io.Reader, 
 	st.f = os.NewFile(uintptr(fd), "staged upload")
 	st.size, err = copyAt(st.f, 0, r, n, nil)
 	if err == nil {
-		if err = ls.fsync(st.f); err != nil {
-			err = fmt.Errorf("syncing staged upload: %w", err)
-		}
+		st.oneSync, err = ls.sy.beforeLink(st.f, d)
 	}
 	if err == nil {
 		fi, serr := st.f.Stat()
@@ -63,14 +66,15 @@ func (ls *LocalStorage) Stage(_ context.Context, dest Destination, r io.Reader, 
 
 // staged is an upload in an unnamed temporary file.
 type staged struct {
-	ls     *LocalStorage
-	root   *os.Root
-	rel    string
-	dir    *os.File
-	f      *os.File
-	size   int64
-	rec    localRecord
-	placed bool
+	ls      *LocalStorage
+	root    *os.Root
+	rel     string
+	dir     *os.File
+	f       *os.File
+	size    int64
+	rec     localRecord
+	oneSync bool // one fsync of the file makes the placement durable
+	placed  bool
 }
 
 func (s *staged) Size() int64 { return s.size }
@@ -112,7 +116,7 @@ func (s *staged) Place(overwrite bool) error {
 		}
 	}
 	s.placed = true
-	return syncDestDir(s.dir, s.ls.fsync)
+	return s.ls.sy.afterLink(s.f, s.dir, s.oneSync)
 }
 
 func (s *staged) Close() error {

@@ -56,8 +56,10 @@ type Options struct {
 	// Now returns the current time. Default: time.Now. For tests.
 	Now func() time.Time
 
-	// fsync syncs files and directories; tests record the calls.
-	fsync func(*os.File) error
+	// fsync syncs files and directories, and syncsNewNames tells whether
+	// an fsync of a file commits its new names; tests replace them.
+	fsync         func(*os.File) error
+	syncsNewNames func(*os.File) bool
 }
 
 // Default timeouts.
@@ -197,7 +199,10 @@ func Open(dir string, opts Options) (*Store, error) {
 	s.storage = opts.Storage
 	if s.storage == nil {
 		ls := NewLocalStorage(s.activeDir)
-		ls.fsync = s.fsync
+		ls.sy.fsync = s.fsync
+		if opts.syncsNewNames != nil {
+			ls.sy.syncsNewNames = opts.syncsNewNames
+		}
 		s.storage = ls
 	}
 	if s.journal, err = openJournal(dir, opts.MaxTombstones, s.now().Add(-s.tombstoneTTL())); err != nil {
