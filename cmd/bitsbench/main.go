@@ -55,13 +55,16 @@
 // directory uploads should land in (they are verified only when {root} is
 // used). -url loads a server that is already running, with -pid naming
 // its process for its CPU time and memory; uploads then go to fresh names
-// under /bitsbench-<time>/ and are not verified.
+// under /bitsbench-<time>/ and are not verified. -cpuprofile writes
+// bitsbench's own CPU profile, to check where the generator spends its
+// time.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 )
 
@@ -104,13 +107,26 @@ func main() {
 	flag.IntVar(&cfg.syscallConc, "syscall-concurrency", 1, "syscalls: concurrent sessions")
 	flag.StringVar(&cfg.url, "url", "", "load this running server (http://host:port) instead of starting servers")
 	flag.IntVar(&cfg.pid, "pid", 0, "with -url: the server's process, for its CPU time and memory")
+	cpuProfile := flag.String("cpuprofile", "", "write bitsbench's own CPU profile to this file")
 	flag.Parse()
 	cfg.servers = strings.Split(*servers, ",")
 	if *minimal != "" {
 		cfg.minimal = strings.Split(*minimal, ",")
 	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bitsbench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(cfg, strings.Split(*scenarios, ",")); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bitsbench:", err)
 		os.Exit(1)
 	}
