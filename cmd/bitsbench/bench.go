@@ -431,18 +431,17 @@ func ms(ds []time.Duration, p float64) string {
 	return fmt.Sprintf("%.2f", float64(percentile(ds, p))/1e6)
 }
 
-// report prints a scenario's results with ratios to the baseline driven
-// by the same generator as the first row, and then the Ack latencies by
-// packet type.
+// report prints a scenario's results with ratios to the baseline (the
+// one driven by the same generator as the first row, if there is one),
+// and then the Ack latencies by packet type.
 func report(w io.Writer, rs []result) {
 	if len(rs) == 0 {
 		return
 	}
 	var base result
 	for _, r := range rs {
-		if r.server == "baseline" && r.gen == rs[0].gen {
+		if r.server == "baseline" && (r.gen == rs[0].gen || base.elapsed == 0) {
 			base = r
-			break
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
