@@ -2,32 +2,69 @@
 // in the same run: a bare net/http server that writes each fragment at its
 // offset with no protocol checks and fsyncs each completed file once
 // before renaming it into place (and, for reference, the same without the
-// fsync). It reports throughput, the ratio to the baseline and the
-// servers' peak resident memory.
+// fsync). It reports throughput, the ratio to the baseline, the CPU time
+// of each server and of bitsbench itself, the servers' peak resident
+// memory and the latency of their Acks.
 //
 // Usage:
 //
-//	bitsbench -caddy ./caddy [-scenarios large,small,huge,delivery] [-dir DIR]
+//	bitsbench -caddy ./caddy [-scenarios small,tiny,large,small-client,huge,delivery] [-runs 3] [-dir DIR]
+//	bitsbench -caddy ./caddy -scenarios syscalls [-syscall-files 1000] [-syscall-concurrency 1]
+//	bitsbench -url http://127.0.0.1:8080 [-pid PID] [-scenarios small]
 //
 // Scenarios:
 //
-//	large     4 × 256 MiB uploads in 1 MiB fragments, 4 sessions at a time
-//	small     2,000 × 64 KiB uploads, 16 sessions at a time
-//	huge      one 1 GiB upload in 1 MiB fragments (peak memory)
-//	delivery  a 256 MiB upload delivered by value to a local application,
-//	          against a plain POST of the same file from disk
+//	small         2,000 × 64 KiB uploads, 16 sessions at a time
+//	tiny          10,000 × 1 KiB uploads, 16 sessions at a time (the cost
+//	              per request dominates)
+//	large         4 × 256 MiB uploads in 1 MiB fragments, 4 sessions at a
+//	              time
+//	small-client  small, uploaded by the realistic client (package client,
+//	              as bitsup uses it, with its Ping before each upload)
+//	huge          one 1 GiB upload in 1 MiB fragments (peak memory)
+//	delivery      a 256 MiB upload delivered by value to a local
+//	              application, against a plain POST of the same file from
+//	              disk
+//	syscalls      the system calls per small upload of each server, counted
+//	              by strace -c -f attached to the running server (needs
+//	              strace; not run by default)
+//
+// All but small-client are driven by the lean load generator: raw HTTP/1.1
+// on one kept-alive connection per session slot, one request in flight,
+// request heads formatted into a reused buffer, bodies written from memory
+// with writev, and every Ack checked (status, BITS-Packet-Type,
+// BITS-Session-Id, BITS-Received-Content-Range, Content-Length). Each
+// upload is Create-Session, its Fragments and Close-Session; -ping adds a
+// Ping before each Create-Session. The servers that -minimal names (the
+// fsync baseline by default) are driven a second time by the minimal
+// generator, which parses nothing but the status line and the session id:
+// when both drive a server to the same rate, the generator is not what
+// limits it.
 //
 // Every server runs as its own process, started fresh for each
 // measurement, on 127.0.0.1. Each server is measured -runs times (3 by
-// default), the servers taking turns, and the median run is reported, so
-// that a passing disturbance of the machine does not decide a ratio.
-// Sizes and counts can be changed with flags.
+// default), the servers taking turns, after a sync, and the median run is
+// reported, so that a passing disturbance of the machine does not decide a
+// ratio; the Ack latencies are those of all runs. Every uploaded file is
+// compared with its source by SHA-256. Sizes and counts can be changed
+// with flags.
+//
+// Other servers can be measured in the same run with -peer
+// name=cmdline, where {addr}, {port}, {dir} and {root} in the command line
+// stand for the listen address, its port, a scratch directory and the
+// directory uploads should land in (they are verified only when {root} is
+// used). -url loads a server that is already running, with -pid naming
+// its process for its CPU time and memory; uploads then go to fresh names
+// under /bitsbench-<time>/ and are not verified. -cpuprofile writes
+// bitsbench's own CPU profile, to check where the generator spends its
+// time.
 package main
 
 import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 )
 
@@ -48,20 +85,48 @@ func main() {
 	var cfg config
 	flag.StringVar(&cfg.caddy, "caddy", "./caddy", "Caddy binary with the bits_upload module")
 	flag.StringVar(&cfg.dir, "dir", "", "scratch directory (default: a new temporary directory)")
-	scenarios := flag.String("scenarios", "large,small,huge,delivery", "comma-separated scenarios to run")
+	scenarios := flag.String("scenarios", "small,tiny,large,small-client,huge,delivery", "comma-separated scenarios to run")
+	servers := flag.String("servers", "bits_upload,baseline,baseline-nofsync", "comma-separated built-in servers to measure")
+	minimal := flag.String("minimal", "baseline", "comma-separated servers to measure also with the minimal generator (none: empty)")
+	flag.Var(&cfg.peers, "peer", "another server to measure, as name=cmdline (repeatable)")
 	flag.IntVar(&cfg.largeFiles, "large-files", 4, "large: number of files")
 	flag.Int64Var(&cfg.largeSize, "large-size", 256<<20, "large: bytes per file")
 	flag.IntVar(&cfg.largeConc, "large-concurrency", 4, "large: concurrent sessions")
-	flag.IntVar(&cfg.smallFiles, "small-files", 2000, "small: number of files")
-	flag.Int64Var(&cfg.smallSize, "small-size", 64<<10, "small: bytes per file")
-	flag.IntVar(&cfg.smallConc, "small-concurrency", 16, "small: concurrent sessions")
+	flag.IntVar(&cfg.smallFiles, "small-files", 2000, "small, small-client: number of files")
+	flag.Int64Var(&cfg.smallSize, "small-size", 64<<10, "small, small-client, syscalls: bytes per file")
+	flag.IntVar(&cfg.smallConc, "small-concurrency", 16, "small, small-client: concurrent sessions")
+	flag.IntVar(&cfg.tinyFiles, "tiny-files", 10000, "tiny: number of files")
+	flag.Int64Var(&cfg.tinySize, "tiny-size", 1<<10, "tiny: bytes per file")
+	flag.IntVar(&cfg.tinyConc, "tiny-concurrency", 16, "tiny: concurrent sessions")
 	flag.Int64Var(&cfg.hugeSize, "huge-size", 1<<30, "huge: bytes of the single upload")
 	flag.Int64Var(&cfg.deliverySize, "delivery-size", 256<<20, "delivery: bytes of the delivered upload")
 	flag.Int64Var(&cfg.fragment, "fragment", 1<<20, "fragment size")
 	flag.IntVar(&cfg.runs, "runs", 3, "measure each server this many times, alternating servers, and report the median")
+	flag.BoolVar(&cfg.ping, "ping", false, "lean and minimal generators: send a Ping before each Create-Session")
+	flag.IntVar(&cfg.syscallFiles, "syscall-files", 1000, "syscalls: number of uploads traced")
+	flag.IntVar(&cfg.syscallConc, "syscall-concurrency", 1, "syscalls: concurrent sessions")
+	flag.StringVar(&cfg.url, "url", "", "load this running server (http://host:port) instead of starting servers")
+	flag.IntVar(&cfg.pid, "pid", 0, "with -url: the server's process, for its CPU time and memory")
+	cpuProfile := flag.String("cpuprofile", "", "write bitsbench's own CPU profile to this file")
 	flag.Parse()
+	cfg.servers = strings.Split(*servers, ",")
+	if *minimal != "" {
+		cfg.minimal = strings.Split(*minimal, ",")
+	}
 
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bitsbench:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(cfg, strings.Split(*scenarios, ",")); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "bitsbench:", err)
 		os.Exit(1)
 	}

@@ -17,15 +17,39 @@ import (
 // server is a server process under test.
 type server struct {
 	cmd     *exec.Cmd
+	pid     int
+	addr    string // host:port
 	url     string
-	root    string
+	root    string // where uploads land; empty when unknown (peers)
 	idleRSS int64
 	idleCPU time.Duration
 }
 
-// startServer starts a fresh server of the given kind in dir and waits
-// until it answers. notify, for bits_upload, is a notify subdirective.
-func startServer(kind, self, caddy, dir, notify string) (*server, error) {
+// serverSpec names a server to measure: one of the built-in kinds
+// (bits_upload, baseline, baseline-nofsync), or a peer started from a
+// command line.
+type serverSpec struct {
+	name    string
+	cmdline string // peers only
+}
+
+// peerFlag collects -peer name=cmdline flags.
+type peerFlag []serverSpec
+
+func (p *peerFlag) String() string { return "" }
+
+func (p *peerFlag) Set(v string) error {
+	name, cmdline, ok := strings.Cut(v, "=")
+	if !ok || name == "" || strings.TrimSpace(cmdline) == "" {
+		return fmt.Errorf("want name=cmdline, got %q", v)
+	}
+	*p = append(*p, serverSpec{name: name, cmdline: cmdline})
+	return nil
+}
+
+// startServer starts a fresh server in dir and waits until it answers.
+// notify, for bits_upload, is a notify subdirective.
+func startServer(spec serverSpec, self, caddy, dir, notify string) (*server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -34,9 +58,23 @@ func startServer(kind, self, caddy, dir, notify string) (*server, error) {
 		return nil, err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	s := &server{url: "http://" + addr}
-	switch kind {
-	case "bits_upload":
+	s := &server{addr: addr, url: "http://" + addr}
+	kind := spec.name
+	switch {
+	case spec.cmdline != "":
+		// A peer: {addr}, {port}, {dir} and {root} are replaced; uploads
+		// are verified only when the command line says where they land.
+		r := strings.NewReplacer("{addr}", addr, "{port}", strconv.Itoa(port), "{dir}", dir, "{root}", filepath.Join(dir, "root"))
+		if strings.Contains(spec.cmdline, "{root}") {
+			s.root = filepath.Join(dir, "root")
+			if err := os.MkdirAll(s.root, 0o755); err != nil {
+				return nil, err
+			}
+		}
+		args := strings.Fields(r.Replace(spec.cmdline))
+		s.cmd = exec.Command(args[0], args[1:]...)
+		s.cmd.Dir = dir
+	case kind == "bits_upload":
 		admin, err := freePort()
 		if err != nil {
 			return nil, err
@@ -67,7 +105,7 @@ func startServer(kind, self, caddy, dir, notify string) (*server, error) {
 		}
 		s.cmd = exec.Command(caddy, "run", "--config", cfgPath, "--adapter", "caddyfile")
 		s.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
-	case "baseline", "baseline-nofsync":
+	case kind == "baseline" || kind == "baseline-nofsync":
 		s.root = filepath.Join(dir, "root")
 		args := []string{"serve-baseline", "-addr", addr, "-dir", dir}
 		if kind == "baseline-nofsync" {
@@ -84,8 +122,9 @@ func startServer(kind, self, caddy, dir, notify string) (*server, error) {
 	defer logf.Close()
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.cmd.Start(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("starting %s: %w", kind, err)
 	}
+	s.pid = s.cmd.Process.Pid
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		req, _ := http.NewRequest("BITS_POST", s.url+"/", http.NoBody)
@@ -103,14 +142,22 @@ func startServer(kind, self, caddy, dir, notify string) (*server, error) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 	time.Sleep(200 * time.Millisecond)
-	s.idleRSS = s.status("VmRSS")
-	s.idleCPU = s.cpu()
+	s.idleRSS = procStatus(s.pid, "VmRSS")
+	s.idleCPU = procCPU(s.pid)
 	return s, nil
 }
 
-// cpu returns the CPU time (user and system) the process has used.
-func (s *server) cpu() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+// cpu returns the CPU time the server has used since it became idle
+// after starting.
+func (s *server) cpu() time.Duration { return procCPU(s.pid) - s.idleCPU }
+
+// peakRSS returns the process's peak resident set size in bytes.
+func (s *server) peakRSS() int64 { return procStatus(s.pid, "VmHWM") }
+
+// procCPU returns the CPU time (user and system) that process pid, all
+// its threads, has used; 0 where /proc is not available.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
@@ -124,13 +171,10 @@ func (s *server) cpu() time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
-// peakRSS returns the process's peak resident set size in bytes.
-func (s *server) peakRSS() int64 { return s.status("VmHWM") }
-
-// status reads a size field of /proc/<pid>/status, in bytes; 0 where
+// procStatus reads a size field of /proc/<pid>/status, in bytes; 0 where
 // /proc is not available.
-func (s *server) status(field string) int64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+func procStatus(pid int, field string) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
@@ -159,5 +203,3 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
-
-func filepathAbs(p string) (string, error) { return filepath.Abs(p) }
