@@ -171,6 +171,8 @@ func TestPlaceSyncsTopDown(t *testing.T) {
 	}
 }
 
+// mustRead returns the content of a file, failing the test if it cannot
+// be read.
 func mustRead(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)

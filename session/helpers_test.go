@@ -273,6 +273,7 @@ func diskState(t testing.TB, sess *Session) *State {
 	return diskStateAt(t, sess.store.key, statePath(sess))
 }
 
+// diskStateAt reads the state file at path, checking its seal with key.
 func diskStateAt(t testing.TB, key []byte, path string) *State {
 	t.Helper()
 	st, err := readStateFile(key, path)

@@ -254,12 +254,15 @@ func TestPlaceStraightOnlyWhenAllowed(t *testing.T) {
 	testutil.AssertFile(t, filepath.Join(root, "empty.bin"), nil)
 }
 
+// placeWriteOpts writes the whole upload in one fragment with opts.
 func placeWriteOpts(t *testing.T, sess *Session, content []byte, opts WriteOptions) (WriteResult, error) {
 	t.Helper()
 	n := int64(len(content))
 	return writeOpts(t, sess, rng(0, n-1, n), bytes.NewReader(content), opts)
 }
 
+// mustWriteOpts writes content[first:last+1] as a fragment with opts,
+// failing the test on error.
 func mustWriteOpts(t *testing.T, sess *Session, content []byte, first, last int64, opts WriteOptions) {
 	t.Helper()
 	if _, err := writeOpts(t, sess, rng(first, last, int64(len(content))), bytes.NewReader(content[first:last+1]), opts); err != nil {

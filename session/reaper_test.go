@@ -50,6 +50,7 @@ func mustNotBeStored(t testing.TB, dir string, id protocol.SessionID) {
 	mustHaveNoFiles(t, dir, id)
 }
 
+// isStored reports whether Stored lists session id in dir.
 func isStored(t testing.TB, dir string, id protocol.SessionID) bool {
 	t.Helper()
 	ids, err := Stored(dir)

@@ -45,6 +45,7 @@ type blockingBody struct {
 
 var errStalled = errors.New("body read interrupted")
 
+// newBlockingBody returns a body that yields nothing yet.
 func newBlockingBody() *blockingBody {
 	b := &blockingBody{}
 	b.r, b.w = io.Pipe()
