@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/caddy-bits/caddy-bits/client"
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -390,29 +391,10 @@ func faultCheckStorm(t *testing.T, root string, ups []*faultUpload) {
 		if u.res.Restarts != 0 {
 			t.Errorf("upload %d (%s): Result.Restarts %d, want 0: the server lost a session (sessions used: %v)", i, u.name, u.res.Restarts, u.sessions)
 		}
-		faultAssertFile(t, filepath.Join(root, filepath.FromSlash(u.name)), u.data)
+		testutil.CheckFile(t, filepath.Join(root, filepath.FromSlash(u.name)), u.data)
 	}
 	t.Logf("%d uploads, %.1f MiB, all byte-exact: %v; slowest upload took %v", len(ups), float64(total)/(1<<20),
 		!t.Failed(), slowest.Round(time.Millisecond))
-}
-
-// faultAssertFile is assertFile that lets the test go on.
-func faultAssertFile(t *testing.T, path string, want []byte) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Errorf("%s: %v", path, err)
-		return
-	}
-	defer f.Close()
-	got, err := io.ReadAll(f)
-	if err != nil {
-		t.Errorf("reading %s: %v", path, err)
-		return
-	}
-	if sha(got) != sha(want) {
-		t.Errorf("%s: sha256 %s (size %d), want %s (size %d)", path, sha(got), len(got), sha(want), len(want))
-	}
 }
 
 // faultCheckCrash inspects the session directory while the server is
@@ -697,7 +679,7 @@ func TestBinaryFaultReloadStorm(t *testing.T) {
 // the session holds are exactly the acknowledged prefix of the upload, and
 // once space is freed the same session resumes and completes byte-exact.
 func TestBinaryFaultDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, "8m")
+	mnt := testutil.MountTmpfs(t, "8m")
 	dir := t.TempDir()
 	root, sessionDir := filepath.Join(mnt, "root"), filepath.Join(mnt, "sessions")
 	port, admin := freePort(t), freePort(t)
@@ -933,7 +915,7 @@ func TestBinaryFaultSlowloris(t *testing.T) {
 		if d := n.end - normalsStart; d > 3*time.Second {
 			t.Errorf("normal upload %d took %v, want at most 3 s", i, d)
 		}
-		faultAssertFile(t, filepath.Join(root, "normal", fmt.Sprintf("file-%d.bin", i)), n.data)
+		testutil.CheckFile(t, filepath.Join(root, "normal", fmt.Sprintf("file-%d.bin", i)), n.data)
 	}
 	if !trickling {
 		t.Errorf("the trickle ended (at %v) before the ordinary uploads did (at %v)", time.Duration(trickleEnd.Load()), normalsEnd)

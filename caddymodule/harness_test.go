@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -363,24 +362,3 @@ func bufioReader(s string) *bufio.Reader { return bufio.NewReader(strings.NewRea
 // ioPipe returns a synchronous in-memory pipe, for request bodies that
 // arrive slowly.
 func ioPipe() (*io.PipeReader, *io.PipeWriter) { return io.Pipe() }
-
-// mountTmpfs mounts a tmpfs of the given size on a new directory and
-// unmounts it when the test ends; it skips the test where that is not
-// possible.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
-	}
-	// Registered after TempDir's cleanup, so it runs before it.
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
-}

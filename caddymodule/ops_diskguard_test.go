@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -73,7 +74,7 @@ func opsDataFile(t *testing.T, srv *server, id protocol.SessionID, want []byte) 
 // anything is written, and the upload resumes once space is freed.
 func TestOpsMinFreeSpace(t *testing.T) {
 	const MiB = 1 << 20
-	fs := mountTmpfs(t, "8m")
+	fs := testutil.MountTmpfs(t, "8m")
 	srv := opsServer(t, "min_free_space 2MiB", "")
 	srv.Root = filepath.Join(fs, "root")
 	srv.SessionDir = filepath.Join(fs, "sessions")
@@ -131,7 +132,7 @@ func TestOpsMinFreeSpace(t *testing.T) {
 // is freed.
 func TestOpsDiskFull(t *testing.T) {
 	const MiB = 1 << 20
-	fs := mountTmpfs(t, "8m")
+	fs := testutil.MountTmpfs(t, "8m")
 	srv := opsServer(t, "", "")
 	srv.Root = filepath.Join(fs, "root")
 	srv.SessionDir = filepath.Join(fs, "sessions")
@@ -176,7 +177,7 @@ func TestOpsMinFreeSpaceEitherFileSystem(t *testing.T) {
 	const MiB = 1 << 20
 	for _, onTmpfs := range []string{"root", "session_dir"} {
 		t.Run(onTmpfs, func(t *testing.T) {
-			fs := mountTmpfs(t, "8m")
+			fs := testutil.MountTmpfs(t, "8m")
 			srv := opsServer(t, "min_free_space 2MiB", "")
 			if onTmpfs == "root" {
 				srv.Root = filepath.Join(fs, "root")

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 )
 
 // completed returns a complete session of content with destination
@@ -18,13 +20,18 @@ func completed(t *testing.T, store *Store, root, rel string, content []byte) *Se
 	return sess
 }
 
+// commit settles a complete upload without a notification: it places the
+// upload at its destination and finishes the session.
 func commit(t *testing.T, sess *Session, overwrite bool) error {
 	t.Helper()
-	if err := sess.Lock(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Unlock()
-	return sess.Commit(overwrite)
+	_, err := settle(t, sess, SettleOptions{Overwrite: overwrite})
+	return err
+}
+
+// checkDest runs the local storage's CheckDestination.
+func checkDest(t *testing.T, root, rel string, overwrite bool) error {
+	t.Helper()
+	return NewLocalStorage(t.TempDir()).CheckDestination(t.Context(), Destination{Root: root, Path: rel}, overwrite)
 }
 
 // noTemp fails the test if a commit temporary file is left in dir.
@@ -41,8 +48,8 @@ func noTemp(t *testing.T, dir string) {
 	}
 }
 
-// TestCommitDestinations runs Commit and CheckDestination over the
-// destination cases. Each setup gets the root and a directory outside it.
+// TestCommitDestinations runs Settle (placing the upload) and
+// CheckDestination over the destination cases. Each setup gets the root and a directory outside it.
 func TestCommitDestinations(t *testing.T) {
 	existing := []byte("existing destination content")
 	outsideContent := []byte("outside file content")
@@ -162,8 +169,11 @@ func TestCommitDestinations(t *testing.T) {
 			}
 			outsideBefore := entries(t, outside)
 
-			checkErr := CheckDestination(root, tt.rel, tt.overwrite)
+			checkErr := checkDest(t, root, tt.rel, tt.overwrite)
 			store := openStore(t, "", Options{})
+			if err := store.Storage().CheckDestination(t.Context(), Destination{Root: root, Path: tt.rel}, tt.overwrite); (err == nil) != (checkErr == nil) {
+				t.Errorf("the store's CheckDestination = %v, the local storage's = %v", err, checkErr)
+			}
 			sess := completed(t, store, root, tt.rel, content)
 			err := commit(t, sess, tt.overwrite)
 
@@ -205,9 +215,12 @@ func TestCommitDestinations(t *testing.T) {
 					t.Errorf("Committed set after a failed commit")
 				}
 				if d := diskState(t, sess); d.Committed {
-					t.Errorf("state.json committed after a failed commit")
+					t.Errorf("state file committed after a failed commit")
 				}
-				mustExist(t, sess.DataPath())
+				if _, ok := sess.Finished(); ok {
+					t.Errorf("session finished after a failed commit")
+				}
+				mustExist(t, dataPath(sess))
 				return
 			}
 			at := tt.wantAt
@@ -218,17 +231,18 @@ func TestCommitDestinations(t *testing.T) {
 			if got := fileSum(t, dest); got != sum(content) {
 				t.Errorf("destination SHA-256 %s, want %s", got, sum(content))
 			}
-			// A linked commit reaches state.json with Finish; until then
-			// recovery recognises it by the link.
+			// Settle finishes the session in memory; until the state is
+			// next written, recovery recognises the placed upload by its
+			// link.
 			if !st.Committed {
 				t.Errorf("Committed not set")
 			}
-			if err := sess.Finish(FinalInfo{Commit: true}); err != nil {
-				t.Errorf("Finish: %v", err)
+			if info, ok := sess.Finished(); !ok || !info.Commit {
+				t.Errorf("Finished = %+v, %v; want finished with Commit", info, ok)
 			}
 			noTemp(t, filepath.Dir(dest))
 			// The session keeps its data until it is closed.
-			if got := fileSum(t, sess.DataPath()); got != sum(content) {
+			if got := fileSum(t, dataPath(sess)); got != sum(content) {
 				t.Errorf("session data changed by the commit")
 			}
 		})
@@ -253,7 +267,7 @@ func TestCheckDestinationOnly(t *testing.T) {
 		{rel: ".", want: ErrDestinationIsDir},
 	}
 	for _, tt := range tests {
-		err := CheckDestination(root, tt.rel, tt.overwrite)
+		err := checkDest(t, root, tt.rel, tt.overwrite)
 		if tt.wantOK {
 			if err != nil {
 				t.Errorf("CheckDestination(%q, %v) = %v, want nil", tt.rel, tt.overwrite, err)
@@ -262,7 +276,7 @@ func TestCheckDestinationOnly(t *testing.T) {
 			t.Errorf("CheckDestination(%q, %v) = %v, want %v", tt.rel, tt.overwrite, err, tt.want)
 		}
 	}
-	if err := CheckDestination(filepath.Join(root, "missing-root"), "f.bin", false); err == nil {
+	if err := checkDest(t, filepath.Join(root, "missing-root"), "f.bin", false); err == nil {
 		t.Error("CheckDestination with a missing root succeeded")
 	}
 	mustNotExist(t, filepath.Join(filepath.Dir(root), "escape.bin"))
@@ -295,8 +309,12 @@ func TestCommitLifecycle(t *testing.T) {
 		sess := completed(t, store, root, "sub/done.bin", content)
 		dest := filepath.Join(root, "sub", "done.bin")
 		for i, ow := range []bool{false, false, true} {
-			if err := commit(t, sess, ow); err != nil {
+			res, err := settle(t, sess, SettleOptions{Overwrite: ow})
+			if err != nil {
 				t.Fatalf("Commit #%d: %v", i, err)
+			}
+			if res.Cached != (i > 0) || res.Placed != (i == 0) {
+				t.Fatalf("Commit #%d: %+v; want only the first to place and the others answered from the cache", i, res)
 			}
 			if got := fileSum(t, dest); got != sum(content) {
 				t.Fatalf("after Commit #%d: destination SHA-256 %s, want %s", i, got, sum(content))
@@ -305,7 +323,7 @@ func TestCommitLifecycle(t *testing.T) {
 		if _, err := store.Remove(t.Context(), sess.ID(), RemovedClosed); err != nil {
 			t.Fatal(err)
 		}
-		mustNotExist(t, sess.dir)
+		mustHaveNoFiles(t, store.Dir(), sess.ID())
 		if got := fileSum(t, dest); got != sum(content) {
 			t.Fatalf("destination after Remove: SHA-256 %s, want %s", got, sum(content))
 		}
@@ -340,15 +358,16 @@ func TestCommitLifecycle(t *testing.T) {
 			t.Fatal("overwriting commit did not replace the destination")
 		}
 		// The first session's data is unaffected by the replacement.
-		if got := fileSum(t, a.DataPath()); got != sum(content) {
+		if got := fileSum(t, dataPath(a)); got != sum(content) {
 			t.Fatal("first session's data changed")
 		}
 	})
 }
 
 // TestCommitAfterCrashBeforeStateUpdate: the upload was linked into place,
-// but the process died before recording the commit. Committing again
-// without overwrite must recognise its own file rather than fail.
+// but the process died before recording the commit. Recovery recognises
+// the placed upload, and placing it again without overwrite recognises
+// its own file rather than fail.
 func TestCommitAfterCrashBeforeStateUpdate(t *testing.T) {
 	content := randBytes(13, 4000)
 	root := t.TempDir()
@@ -362,18 +381,28 @@ func TestCommitAfterCrashBeforeStateUpdate(t *testing.T) {
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	editState(t, filepath.Join(dir, "active", id.Bare(), stateFile), func(m map[string]any) { delete(m, "committed") })
+	// The state as it was before the upload was placed.
+	editState(t, storeKey(t, dir), statePathIn(dir, id), func(m map[string]any) {
+		delete(m, "committed")
+		delete(m, "finished")
+		delete(m, "final")
+	})
 
 	store = openStore(t, dir, Options{})
 	sess, err := store.Get(id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The data file has a second link, the destination: recovery knows it
-	// was committed, whatever the state file says.
+	// The data file is the destination itself: recovery knows it was
+	// committed, whatever the state file says.
 	if !sess.State().Committed {
 		t.Fatal("recovery did not recognise the linked data file as committed")
 	}
+	locked(t, sess, func(l *Lease) {
+		if err := l.s.place(t.Context(), false); err != nil {
+			t.Fatalf("placing again after the crash = %v, want success", err)
+		}
+	})
 	if err := commit(t, sess, false); err != nil {
 		t.Fatalf("Commit after the crash = %v, want success", err)
 	}
@@ -395,7 +424,7 @@ func TestCommitAfterCrashBeforeStateUpdate(t *testing.T) {
 // on the normal disk, so the hard link fails with EXDEV and Commit must
 // copy.
 func TestCommitCrossFilesystem(t *testing.T) {
-	root := mountTmpfs(t, "8m")
+	root := testutil.MountTmpfs(t, "8m")
 	store := openStore(t, "", Options{})
 	content := randBytes(15, 700<<10)
 
@@ -408,7 +437,7 @@ func TestCommitCrossFilesystem(t *testing.T) {
 		t.Fatalf("destination SHA-256 %s, want %s", got, sum(content))
 	}
 	dfi, _ := os.Stat(dest)
-	sfi, _ := os.Stat(sess.DataPath())
+	sfi, _ := os.Stat(dataPath(sess))
 	if os.SameFile(dfi, sfi) {
 		t.Fatal("destination is the data file itself across file systems?")
 	}
@@ -471,8 +500,9 @@ func fileExists(p string) bool {
 
 // TestCommitOverwriteAfterCrashBeforeStateUpdate is the overwrite variant
 // of TestCommitAfterCrashBeforeStateUpdate: the destination already is a
-// hard link of the session's data file when Commit(true) runs again. The
-// commit must succeed and leave no temporary file next to the destination.
+// hard link of the session's data file when the upload is placed again
+// with overwrite. Placing must succeed and leave no temporary file next
+// to the destination.
 func TestCommitOverwriteAfterCrashBeforeStateUpdate(t *testing.T) {
 	content := randBytes(17, 4000)
 	root := t.TempDir()
@@ -486,12 +516,21 @@ func TestCommitOverwriteAfterCrashBeforeStateUpdate(t *testing.T) {
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	editState(t, filepath.Join(dir, "active", id.Bare(), stateFile), func(m map[string]any) { delete(m, "committed") })
+	editState(t, storeKey(t, dir), statePathIn(dir, id), func(m map[string]any) {
+		delete(m, "committed")
+		delete(m, "finished")
+		delete(m, "final")
+	})
 	store = openStore(t, dir, Options{})
 	sess, err := store.Get(id)
 	if err != nil {
 		t.Fatal(err)
 	}
+	locked(t, sess, func(l *Lease) {
+		if err := l.s.place(t.Context(), true); err != nil {
+			t.Fatalf("placing again with overwrite after the crash: %v", err)
+		}
+	})
 	if err := commit(t, sess, true); err != nil {
 		t.Fatalf("Commit(true) after the crash: %v", err)
 	}

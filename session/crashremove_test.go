@@ -22,22 +22,21 @@ func TestRecoveryFinishesAnInterruptedRemove(t *testing.T) {
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// What remove writes first, before it deletes the directory.
-	log, err := os.OpenFile(filepath.Join(dir, "closed.log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	// What remove writes first, before it deletes the files.
+	log, err := os.OpenFile(filepath.Join(dir, journalFile), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(log, "%s %d\n", id.Bare(), time.Now().Unix())
+	fmt.Fprintf(log, "X %s %d\n", id.Bare(), time.Now().Unix())
 	log.Close()
 	// Half deleted: the state file is gone, the data is not.
-	if err := os.Remove(filepath.Join(dir, "active", id.Bare(), stateFile)); err != nil {
+	if err := os.Remove(statePathIn(dir, id)); err != nil {
 		t.Fatal(err)
 	}
+	mustExist(t, filepath.Join(dir, activeName, id.Bare()+dataSuffix))
 
 	store = openStore(t, dir, Options{})
-	if _, err := os.Stat(filepath.Join(dir, "active", id.Bare())); !os.IsNotExist(err) {
-		t.Fatalf("session directory still there after recovery: %v", err)
-	}
+	mustHaveNoFiles(t, dir, id)
 	if _, err := store.Get(id); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Get = %v, want ErrClosed", err)
 	}

@@ -36,17 +36,19 @@ func TestCreate(t *testing.T) {
 		t.Errorf("id %q is not a version 4 GUID", id)
 	}
 
-	dir := filepath.Join(store.Dir(), "active", id.Bare())
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		t.Fatalf("session directory %s: %v", dir, err)
+	// A new session has no file of its own: its state is a line of the
+	// journal.
+	active := filepath.Join(store.Dir(), "active")
+	mustHaveNoFiles(t, store.Dir(), id)
+	if got := dataPath(sess); got != filepath.Join(active, id.Bare()+".data") {
+		t.Errorf("data path = %s, want %s", got, filepath.Join(active, id.Bare()+".data"))
 	}
-	mustExist(t, filepath.Join(dir, "state.json"))
-	mustNotExist(t, filepath.Join(dir, "data"))
-	if got := sess.DataPath(); got != filepath.Join(dir, "data") {
-		t.Errorf("DataPath = %s, want %s", got, filepath.Join(dir, "data"))
-	}
-	if got := sess.ReplyPath(); got != filepath.Join(dir, "reply") {
+	if got := sess.ReplyPath(); got != filepath.Join(active, id.Bare()+".reply") {
 		t.Errorf("ReplyPath = %s", got)
+	}
+	journaled := journalState(t, store.Dir(), store.key, id)
+	if journaled == nil {
+		t.Fatal("the journal holds no state of the new session")
 	}
 
 	check := func(name string, st State) {
@@ -64,12 +66,15 @@ func TestCreate(t *testing.T) {
 		if st.Complete() || st.Finished || st.Committed || st.Digest != nil {
 			t.Errorf("%s: new session is complete/finished/committed/digested: %+v", name, st)
 		}
-		if want := filepath.Join(root, "dir", "sub", "file.bin"); st.Destination() != want {
-			t.Errorf("%s: Destination = %s, want %s", name, st.Destination(), want)
+		if want := filepath.Join(root, "dir", "sub", "file.bin"); st.DestinationPath() != want {
+			t.Errorf("%s: DestinationPath = %s, want %s", name, st.DestinationPath(), want)
+		}
+		if want := (Destination{Root: root, Path: info.Path}); st.Destination() != want {
+			t.Errorf("%s: Destination = %+v, want %+v", name, st.Destination(), want)
 		}
 	}
 	check("State()", sess.State())
-	check("state.json", *diskState(t, sess))
+	check("journal", *journaled)
 
 	got, err := store.Get(id)
 	if err != nil || got != sess {
@@ -107,8 +112,17 @@ func TestCreateUniqueIDs(t *testing.T) {
 	if store.Len() != n {
 		t.Errorf("Len = %d, want %d", store.Len(), n)
 	}
-	if got := len(entries(t, filepath.Join(store.Dir(), "active"))); got != n {
-		t.Errorf("%d session directories on disk, want %d", got, n)
+	ids, err := Stored(store.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != n {
+		t.Errorf("%d sessions on disk, want %d", len(ids), n)
+	}
+	for _, id := range ids {
+		if !seen[id] {
+			t.Errorf("unknown session %s on disk", id)
+		}
 	}
 }
 
@@ -118,11 +132,19 @@ func TestCreateInvalid(t *testing.T) {
 	tests := []struct {
 		name string
 		info CreateInfo
+		want error
 	}{
-		{"relative root", CreateInfo{Root: "uploads", Path: "f.bin"}},
-		{"dot-relative root", CreateInfo{Root: "./uploads", Path: "f.bin"}},
-		{"empty root", CreateInfo{Root: "", Path: "f.bin"}},
-		{"empty path", CreateInfo{Root: root, Path: ""}},
+		{"relative root", CreateInfo{Root: "uploads", Path: "f.bin"}, ErrInvalidDestination},
+		{"dot-relative root", CreateInfo{Root: "./uploads", Path: "f.bin"}, ErrInvalidDestination},
+		{"empty root", CreateInfo{Root: "", Path: "f.bin"}, ErrInvalidDestination},
+		{"unclean root", CreateInfo{Root: root + "/", Path: "f.bin"}, ErrInvalidDestination},
+		{"empty path", CreateInfo{Root: root, Path: ""}, ErrInvalidDestination},
+		{"absolute path", CreateInfo{Root: root, Path: "/f.bin"}, ErrInvalidDestination},
+		{"parent name", CreateInfo{Root: root, Path: "../f.bin"}, ErrInvalidDestination},
+		{"name of 256 bytes", CreateInfo{Root: root, Path: "a/" + strings.Repeat("n", 256)}, ErrInvalidName},
+		{"name not UTF-8", CreateInfo{Root: root, Path: "f\xff.bin"}, ErrInvalidName},
+		{"control character", CreateInfo{Root: root, Path: "f\x01.bin"}, ErrInvalidName},
+		{"backslash", CreateInfo{Root: root, Path: `a\b.bin`}, ErrInvalidName},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,8 +152,11 @@ func TestCreateInvalid(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Create(%+v) = %s, want an error", tt.info, sess.ID())
 			}
-			if n := len(entries(t, filepath.Join(store.Dir(), "active"))); n != 0 {
-				t.Errorf("%d session directories left behind", n)
+			if !errors.Is(err, tt.want) {
+				t.Errorf("Create(%+v) = %v, want %v", tt.info, err, tt.want)
+			}
+			if ids, err := Stored(store.Dir()); err != nil || len(ids) != 0 {
+				t.Errorf("sessions left behind: %v, %v", ids, err)
 			}
 			if store.Len() != 0 {
 				t.Errorf("Len = %d", store.Len())
@@ -155,7 +180,11 @@ func TestOpenLayout(t *testing.T) {
 		t.Errorf("Dir = %s, want %s", store.Dir(), dir)
 	}
 	mustExist(t, filepath.Join(dir, "lock"))
-	mustExist(t, filepath.Join(dir, "closed.log"))
+	mustExist(t, filepath.Join(dir, "journal.log"))
+	mustNotExist(t, filepath.Join(dir, "closed.log"))
+	if key, err := os.ReadFile(filepath.Join(dir, "key")); err != nil || len(key) != 32 {
+		t.Errorf("store key: %d bytes, %v; want 32", len(key), err)
+	}
 	if fi, err := os.Stat(filepath.Join(dir, "active")); err != nil || !fi.IsDir() {
 		t.Fatalf("active directory: %v", err)
 	}
@@ -185,7 +214,10 @@ func TestCreateAfterClose(t *testing.T) {
 		t.Fatalf("Create after Close: %v, want ErrStoreClosed", err)
 	}
 	if n := len(entries(t, filepath.Join(store.Dir(), "active"))); n != 0 {
-		t.Errorf("Create after Close left %d directories", n)
+		t.Errorf("Create after Close left %d files", n)
+	}
+	if ids, err := Stored(store.Dir()); err != nil || len(ids) != 0 {
+		t.Errorf("Create after Close left sessions %v, %v", ids, err)
 	}
 }
 
@@ -195,7 +227,7 @@ func TestGetUnknown(t *testing.T) {
 	if _, err := store.Get(id); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get unknown = %v, want ErrNotFound", err)
 	}
-	if _, err := store.Acquire(t.Context(), id); !errors.Is(err, ErrNotFound) {
+	if _, err := store.Acquire(t.Context(), id, nil); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Acquire unknown = %v, want ErrNotFound", err)
 	}
 	if _, err := store.Remove(t.Context(), id, RemovedClosed); !errors.Is(err, ErrNotFound) {

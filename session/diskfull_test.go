@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 )
 
 func TestIsDiskFull(t *testing.T) {
@@ -43,7 +45,7 @@ func TestWriteFailureKeepsInvariant(t *testing.T) {
 	content := randBytes(60, 700<<10)
 	store := openStore(t, "", Options{})
 	sess := create(t, store, "", "f.bin")
-	mustWrite(t, sess, content, 0, 9999) // so state.json holds the total before the limit
+	mustWrite(t, sess, content, 0, 9999) // so the state file holds the total before the limit
 
 	var old syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
@@ -68,7 +70,7 @@ func TestWriteFailureKeepsInvariant(t *testing.T) {
 		t.Errorf("err = %v misclassified (body incomplete %v, disk full %v)", err, errors.Is(err, ErrBodyIncomplete), IsDiskFull(err))
 	}
 	st := sess.State()
-	size := fileSize(t, sess.DataPath())
+	size := fileSize(t, dataPath(sess))
 	if size != st.Received || res.Received != st.Received {
 		t.Fatalf("after a failed write: file %d bytes, State().Received %d, result Received %d; all must be equal",
 			size, st.Received, res.Received)
@@ -79,7 +81,7 @@ func TestWriteFailureKeepsInvariant(t *testing.T) {
 	if res.Written != st.Received-10000 {
 		t.Errorf("Written %d, want %d", res.Written, st.Received-10000)
 	}
-	if got := fileSum(t, sess.DataPath()); got != sum(content[:st.Received]) {
+	if got := fileSum(t, dataPath(sess)); got != sum(content[:st.Received]) {
 		t.Fatal("prefix kept after the failure differs from the upload")
 	}
 	t.Logf("write failed at %d, kept %d bytes", limit, st.Received)
@@ -88,7 +90,7 @@ func TestWriteFailureKeepsInvariant(t *testing.T) {
 	if !res.Complete {
 		t.Fatalf("resumed upload: %+v", res)
 	}
-	if got := fileSum(t, sess.DataPath()); got != sum(content) {
+	if got := fileSum(t, dataPath(sess)); got != sum(content) {
 		t.Fatalf("data SHA-256 %s, want %s", got, sum(content))
 	}
 	if !bytes.Equal(sess.Digest(), sha(content)) {
@@ -98,7 +100,7 @@ func TestWriteFailureKeepsInvariant(t *testing.T) {
 
 // TestDiskFull puts the store on a small tmpfs and fills it.
 func TestDiskFull(t *testing.T) {
-	mnt := mountTmpfs(t, "8m")
+	mnt := testutil.MountTmpfs(t, "8m")
 	store := openStore(t, filepath.Join(mnt, "store"), Options{})
 	filler := filepath.Join(mnt, "filler")
 	if err := os.WriteFile(filler, make([]byte, 5<<20), 0o644); err != nil {
@@ -127,13 +129,13 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("failing Write: %v; IsDiskFull = false", failErr)
 	}
 	st := sess.State()
-	if size := fileSize(t, sess.DataPath()); size != st.Received || off != st.Received {
+	if size := fileSize(t, dataPath(sess)); size != st.Received || off != st.Received {
 		t.Fatalf("after ENOSPC: file %d bytes, Received %d, result %d", size, st.Received, off)
 	}
 	if st.Received == 0 || st.Received >= int64(len(content)) {
 		t.Fatalf("Received %d: the disk filled at an unexpected point", st.Received)
 	}
-	if got := fileSum(t, sess.DataPath()); got != sum(content[:st.Received]) {
+	if got := fileSum(t, dataPath(sess)); got != sum(content[:st.Received]) {
 		t.Fatal("data before the failure damaged")
 	}
 	t.Logf("disk full after %d bytes: %v", st.Received, failErr)
@@ -142,7 +144,7 @@ func TestDiskFull(t *testing.T) {
 	if _, err := write(t, sess, content, st.Received, int64(len(content)-1)); !IsDiskFull(err) {
 		t.Fatalf("retry on a full disk: %v", err)
 	}
-	if size := fileSize(t, sess.DataPath()); size != sess.State().Received {
+	if size := fileSize(t, dataPath(sess)); size != sess.State().Received {
 		t.Fatalf("after the retry: file %d bytes, Received %d", size, sess.State().Received)
 	}
 
@@ -154,13 +156,14 @@ func TestDiskFull(t *testing.T) {
 		res := mustWrite(t, sess, content, off, last)
 		off = res.Received
 	}
-	if got := fileSum(t, sess.DataPath()); got != sum(content) {
+	if got := fileSum(t, dataPath(sess)); got != sum(content) {
 		t.Fatalf("data SHA-256 %s, want %s", got, sum(content))
 	}
 	if !bytes.Equal(sess.Digest(), sha(content)) {
 		t.Fatalf("Digest %x, want %x", sess.Digest(), sha(content))
 	}
+	waitCheckpoint(t, sess)
 	if d := diskState(t, sess); d.HashOffset > int64(len(content)) {
-		t.Fatalf("state.json after completion: hash_offset %d", d.HashOffset)
+		t.Fatalf("state file after completion: hash_offset %d", d.HashOffset)
 	}
 }

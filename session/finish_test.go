@@ -8,46 +8,56 @@ import (
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
+// TestFinish settles a delivered upload: its outcome is the final Ack
+// that a repeated final fragment gets, before and after a restart.
 func TestFinish(t *testing.T) {
 	dir := t.TempDir()
 	store := openStore(t, dir, Options{})
 	content := randBytes(50, 2000)
 	sess := create(t, store, "", "f.bin")
-	finish := func(info FinalInfo) error {
+	info := FinalInfo{ReplyURL: "https://example.com/reply/abc", ReplyModified: time.Date(2024, 5, 6, 7, 8, 9, 10, time.UTC)}
+	calls := 0
+	finish := func() (Settlement, error) {
 		t.Helper()
-		if err := sess.Lock(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		defer sess.Unlock()
-		return sess.Finish(info)
+		return settle(t, sess, SettleOptions{Notify: notifyWith(info, &calls)})
 	}
 
-	if err := finish(FinalInfo{ReplyURL: "early"}); !errors.Is(err, ErrIncomplete) {
-		t.Fatalf("Finish before any fragment = %v, want ErrIncomplete", err)
+	if _, err := finish(); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("Settle before any fragment = %v, want ErrIncomplete", err)
 	}
 	mustWrite(t, sess, content, 0, 999)
-	if err := finish(FinalInfo{ReplyURL: "early"}); !errors.Is(err, ErrIncomplete) {
-		t.Fatalf("Finish of an incomplete upload = %v, want ErrIncomplete", err)
+	if _, err := finish(); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("Settle of an incomplete upload = %v, want ErrIncomplete", err)
+	}
+	if calls != 0 {
+		t.Fatalf("an incomplete upload was delivered %d times", calls)
 	}
 	if _, ok := sess.Finished(); ok || sess.State().Finished || diskState(t, sess).Finished {
-		t.Fatal("failed Finish marked the session finished")
+		t.Fatal("failed Settle marked the session finished")
 	}
 
 	mustWrite(t, sess, content, 1000, 1999)
 	if _, ok := sess.Finished(); ok {
 		t.Fatal("complete but unfinished session reports Finished")
 	}
-	info := FinalInfo{ReplyURL: "https://example.com/reply/abc", ReplyModified: time.Date(2024, 5, 6, 7, 8, 9, 10, time.UTC)}
-	if err := finish(info); err != nil {
-		t.Fatalf("Finish: %v", err)
+	res, err := finish()
+	if err != nil {
+		t.Fatalf("Settle: %v", err)
+	}
+	if !res.Notified || res.Cached || res.Placed || calls != 1 || res.Final != info {
+		t.Fatalf("Settle = %+v after %d notifications; want one notification answered with %+v", res, calls, info)
 	}
 	if got, ok := sess.Finished(); !ok || got.ReplyURL != info.ReplyURL || !got.ReplyModified.Equal(info.ReplyModified) || got.ReplyStatic {
 		t.Fatalf("Finished = %+v, %v; want %+v", got, ok, info)
 	}
-	// Finish stays in memory until the next state update or a clean
-	// shutdown (checked after the store is closed below).
-	if d := diskState(t, sess); d.Finished {
-		t.Fatalf("state.json after Finish already says finished; Finish is not meant to write")
+	// A delivered upload's bytes are deleted once the outcome is on disk,
+	// so the state file says finished when Settle returns.
+	if d := diskState(t, sess); !d.Finished || d.Final == nil || d.Final.ReplyURL != info.ReplyURL || !d.DataDiscarded {
+		t.Fatalf("state file after Settle: finished %v, final %+v, data discarded %v", d.Finished, d.Final, d.DataDiscarded)
+	}
+	mustNotExist(t, dataPath(sess))
+	if res, err := finish(); err != nil || !res.Cached || res.Notified || calls != 1 {
+		t.Fatalf("Settle again = %+v, %v after %d notifications; want the cached answer", res, err, calls)
 	}
 	// A retransmitted final fragment leaves the finished state alone.
 	if res, err := writeBody(t, sess, rng(1000, 1999, 2000), unreadable{t}); err != nil || !res.Complete || res.Action != protocol.AlreadyHeld {
@@ -62,12 +72,42 @@ func TestFinish(t *testing.T) {
 		t.Fatal(err)
 	}
 	store = openStore(t, dir, Options{})
-	sess, err := store.Get(id)
+	sess, err = store.Get(id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, ok := sess.Finished(); !ok || got.ReplyURL != info.ReplyURL || !got.ReplyModified.Equal(info.ReplyModified) {
 		t.Fatalf("Finished after reopen = %+v, %v; want %+v", got, ok, info)
+	}
+	if res, err := finish(); err != nil || !res.Cached || calls != 1 {
+		t.Fatalf("Settle after reopen = %+v, %v after %d notifications; want the cached answer", res, err, calls)
+	}
+}
+
+// TestFinishPlacedStaysInMemory: an upload placed without a notification
+// is finished in memory only, because recovery recognises the placed
+// upload by its link; the state is written with the next update or a
+// clean shutdown.
+func TestFinishPlacedStaysInMemory(t *testing.T) {
+	dir, root := t.TempDir(), t.TempDir()
+	store := openStore(t, dir, Options{})
+	content := randBytes(51, 3000)
+	sess := completed(t, store, root, "f.bin", content)
+	if err := commit(t, sess, false); err != nil {
+		t.Fatal(err)
+	}
+	if info, ok := sess.Finished(); !ok || !info.Commit {
+		t.Fatalf("Finished = %+v, %v", info, ok)
+	}
+	if d := diskState(t, sess); d.Finished || d.Committed {
+		t.Fatalf("state file after placing says finished %v, committed %v; placing is not meant to write it", d.Finished, d.Committed)
+	}
+	id := sess.ID()
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := diskStateAt(t, storeKey(t, dir), statePathIn(dir, id)); !d.Finished || !d.Committed {
+		t.Fatalf("state file after a clean shutdown: finished %v, committed %v", d.Finished, d.Committed)
 	}
 }
 

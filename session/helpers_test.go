@@ -9,14 +9,14 @@ import (
 	"errors"
 	"io"
 	"io/fs"
-	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -73,14 +73,8 @@ func create(t testing.TB, st *Store, root, rel string) *Session {
 	return sess
 }
 
-func randBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
+// randBytes returns n reproducible pseudo-random bytes for seed.
+func randBytes(seed uint64, n int) []byte { return testutil.RandomBytes(seed, n) }
 
 // fill returns n copies of c.
 func fill(c byte, n int) []byte { return bytes.Repeat([]byte{c}, n) }
@@ -128,19 +122,104 @@ func rng(first, last, total int64) protocol.Range {
 }
 
 // write sends content[first:last+1] as a fragment of an upload of
-// len(content) bytes, holding the session's lock.
+// len(content) bytes, holding a lease on the session.
 func write(t testing.TB, sess *Session, content []byte, first, last int64) (WriteResult, error) {
 	t.Helper()
 	return writeBody(t, sess, rng(first, last, int64(len(content))), bytes.NewReader(content[first:last+1]))
 }
 
+// writeBody writes one fragment under a lease, keeping the bytes in the
+// session (as for an upload with a notification).
 func writeBody(t testing.TB, sess *Session, r protocol.Range, body io.Reader) (WriteResult, error) {
 	t.Helper()
-	if err := sess.Lock(context.Background()); err != nil {
-		t.Fatalf("Lock: %v", err)
+	return writeOpts(t, sess, r, body, WriteOptions{})
+}
+
+// writeOpts writes one fragment under a lease with the given options.
+func writeOpts(t testing.TB, sess *Session, r protocol.Range, body io.Reader, opts WriteOptions) (WriteResult, error) {
+	t.Helper()
+	l := lease(t, sess)
+	defer l.Release()
+	return l.Write(r, body, opts)
+}
+
+// lease acquires a lease on the session, failing the test if it cannot.
+// The caller releases it.
+func lease(t testing.TB, sess *Session) *Lease {
+	t.Helper()
+	l, err := sess.store.Acquire(t.Context(), sess.ID(), nil)
+	if err != nil {
+		t.Fatalf("Acquire(%s): %v", sess.ID(), err)
 	}
-	defer sess.Unlock()
-	return sess.Write(r, body)
+	return l
+}
+
+// locked runs f with a lease on the session.
+func locked(t testing.TB, sess *Session, f func(l *Lease)) {
+	t.Helper()
+	l := lease(t, sess)
+	defer l.Release()
+	f(l)
+}
+
+// settle settles a complete upload under a lease.
+func settle(t testing.TB, sess *Session, opts SettleOptions) (Settlement, error) {
+	t.Helper()
+	l := lease(t, sess)
+	defer l.Release()
+	return l.Settle(t.Context(), opts)
+}
+
+// notifyWith returns a Notify function that answers info and counts its
+// calls in n.
+func notifyWith(info FinalInfo, n *int) func(context.Context, *Delivery) (FinalInfo, error) {
+	return func(context.Context, *Delivery) (FinalInfo, error) {
+		*n++
+		return info, nil
+	}
+}
+
+// waitCheckpoint waits, under a lease, for the checkpoint the session may
+// be taking in the background, so that the state on disk can be read.
+func waitCheckpoint(t testing.TB, sess *Session) {
+	t.Helper()
+	locked(t, sess, func(l *Lease) { l.s.waitCheckpoint() })
+}
+
+// dataPath returns the path of a session's data file.
+func dataPath(sess *Session) string {
+	return filepath.Join(sess.store.activeDir, sess.ID().Bare()+dataSuffix)
+}
+
+// statePath returns the path of a session's state file.
+func statePath(sess *Session) string { return sess.statePath() }
+
+// statePathIn returns the path of the state file of session id in the
+// store directory dir.
+func statePathIn(dir string, id protocol.SessionID) string {
+	return filepath.Join(dir, activeName, id.Bare()+stateSuffix)
+}
+
+// sessionFiles returns the names in the active directory of the store in
+// dir that belong to session id.
+func sessionFiles(t testing.TB, dir string, id protocol.SessionID) []string {
+	t.Helper()
+	var names []string
+	for _, name := range entries(t, filepath.Join(dir, activeName)) {
+		if strings.HasPrefix(name, id.Bare()) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// mustHaveNoFiles fails the test if any file of session id is left in
+// the active directory of the store in dir.
+func mustHaveNoFiles(t testing.TB, dir string, id protocol.SessionID) {
+	t.Helper()
+	if names := sessionFiles(t, dir, id); len(names) != 0 {
+		t.Fatalf("files of session %s left: %v", id, names)
+	}
 }
 
 // mustWrite is write that fails the test on error.
@@ -188,39 +267,156 @@ type errReader struct{ err error }
 
 func (e *errReader) Read([]byte) (int, error) { return 0, e.err }
 
-// readState reads a session's state.json directly.
+// diskState reads a session's state file, checking its seal.
 func diskState(t testing.TB, sess *Session) *State {
 	t.Helper()
-	return diskStateAt(t, filepath.Join(sess.dir, stateFile))
+	return diskStateAt(t, sess.store.key, statePath(sess))
 }
 
-func diskStateAt(t testing.TB, path string) *State {
+// diskStateAt reads the state file at path, checking its seal with key.
+func diskStateAt(t testing.TB, key []byte, path string) *State {
 	t.Helper()
-	st, err := readState(path)
+	st, err := readStateFile(key, path)
 	if err != nil {
-		t.Fatalf("readState: %v", err)
+		t.Fatalf("readStateFile: %v", err)
 	}
 	return st
 }
 
-// editState rewrites fields of a state.json on disk as raw JSON, so that
-// tests can corrupt what the code under test would never write.
-func editState(t testing.TB, path string, edit func(m map[string]any)) {
+// storeKey reads the key of the store in dir.
+func storeKey(t testing.TB, dir string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, keyName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// diskJournal loads the journal of the store in dir as the next Open
+// would, without changing it.
+func diskJournal(t testing.TB, dir string) *journal {
+	t.Helper()
+	j := &journal{
+		max:    1 << 30,
+		tombs:  make(map[protocol.SessionID]time.Time),
+		states: make(map[protocol.SessionID][]byte),
+	}
+	if err := j.load(filepath.Join(dir, journalFile), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// journalState returns the state of session id that the journal of the
+// store in dir holds, checking its seal, or nil if it holds none.
+func journalState(t testing.TB, dir string, key []byte, id protocol.SessionID) *State {
+	t.Helper()
+	b, ok := diskJournal(t, dir).states[id]
+	if !ok {
+		return nil
+	}
+	st, err := unseal(key, b)
+	if err != nil {
+		t.Fatalf("journal state of %s: %v", id, err)
+	}
+	return st
+}
+
+// savedState returns the state of a session as a restart would find it:
+// its state file, or else its state in the journal.
+func savedState(t testing.TB, sess *Session) *State {
+	t.Helper()
+	if fileExists(statePath(sess)) {
+		return diskState(t, sess)
+	}
+	st := journalState(t, sess.store.dir, sess.store.key, sess.ID())
+	if st == nil {
+		t.Fatalf("session %s has neither a state file nor a state in the journal", sess.ID())
+	}
+	return st
+}
+
+// journalLines returns the lines of the journal of the store in dir.
+func journalLines(t testing.TB, dir string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, journalFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.TrimSuffix(string(b), "\n")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\n")
+}
+
+// sealRaw seals raw state JSON as the store does, without looking at it,
+// so that tests can seal what the store would never write.
+func sealRaw(t testing.TB, key, raw []byte) []byte {
+	t.Helper()
+	b, err := json.Marshal(envelope{MAC: mac(key, raw), State: raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// editSealed decodes a sealed state, applies edit to its fields as raw
+// JSON and seals the result again with key.
+func editSealed(t testing.TB, key, sealed []byte, edit func(m map[string]any)) []byte {
+	t.Helper()
+	var env envelope
+	if err := json.Unmarshal(sealed, &env); err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(env.State, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	raw, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sealRaw(t, key, raw)
+}
+
+// editState rewrites fields of a state file on disk as raw JSON and seals
+// it again with key, so that tests can make the store find what it would
+// never write.
+func editState(t testing.TB, key []byte, path string, edit func(m map[string]any)) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
+	if err := os.WriteFile(path, editSealed(t, key, b, edit), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	edit(m)
-	b, err = json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
+}
+
+// editJournalState rewrites every S line of session id in the journal of
+// the store in dir like editState.
+func editJournalState(t testing.TB, dir string, id protocol.SessionID, edit func(m map[string]any)) {
+	t.Helper()
+	key := storeKey(t, dir)
+	lines := journalLines(t, dir)
+	n := 0
+	for i, line := range lines {
+		rest, ok := strings.CutPrefix(line, "S ")
+		if !ok {
+			continue
+		}
+		if lid, ok := sealedID(rest); ok && lid == id {
+			lines[i] = "S " + string(editSealed(t, key, []byte(rest), edit))
+			n++
+		}
 	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	if n == 0 {
+		t.Fatalf("the journal holds no state of %s", id)
+	}
+	if err := os.WriteFile(filepath.Join(dir, journalFile), []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -281,26 +477,15 @@ func entries(t testing.TB, dir string) []string {
 	return names
 }
 
-// mountTmpfs mounts a tmpfs of the given size on a new directory and
-// unmounts it when the test ends. It skips the test where that is not
-// possible (not root, no mount permission).
-func mountTmpfs(t testing.TB, size string) string {
+// within fails the test unless ch delivers within a generous bound; the
+// bound only keeps a broken test from hanging, it is not a measurement.
+func within[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s did not happen", what)
+		panic("unreachable")
 	}
-	if _, err := exec.LookPath("mount"); err != nil {
-		t.Skip("no mount command")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs: %v: %s", err, out)
-	}
-	// Registered after TempDir, so it runs before TempDir's removal.
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v: %s", dir, err, out)
-		}
-	})
-	return dir
 }

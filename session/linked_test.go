@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// TestRecoveryNeverTruncatesACommittedFile: the data file of a committed
+// TestRecoveryNeverTruncatesACommittedFile: the data file of a placed
 // upload is a hard link of the destination. After a reboot (another boot
 // id) with no checkpoint at the upload's end, recovery must not truncate
 // it to the checkpoint, which would truncate the destination too.
@@ -24,7 +24,7 @@ func TestRecoveryNeverTruncatesACommittedFile(t *testing.T) {
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	editState(t, filepath.Join(dir, "active", id.Bare(), stateFile), func(m map[string]any) { m["boot_id"] = "another-boot" })
+	editState(t, storeKey(t, dir), statePathIn(dir, id), func(m map[string]any) { m["boot_id"] = "another-boot" })
 
 	store = openStore(t, dir, Options{})
 	sess, err := store.Get(id)
@@ -50,6 +50,7 @@ func TestRecoveryRewindsAnUncommittedUpload(t *testing.T) {
 	mustWrite(t, sess, content, 0, 149_999)
 	mustWrite(t, sess, content, 150_000, 199_999)
 	id := sess.ID()
+	waitCheckpoint(t, sess)
 	hashOffset := diskState(t, sess).HashOffset
 	if hashOffset != 150_000 {
 		t.Fatalf("test setup: checkpoint at %d", hashOffset)
@@ -57,7 +58,7 @@ func TestRecoveryRewindsAnUncommittedUpload(t *testing.T) {
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	editState(t, filepath.Join(dir, "active", id.Bare(), stateFile), func(m map[string]any) { m["boot_id"] = "another-boot" })
+	editState(t, storeKey(t, dir), statePathIn(dir, id), func(m map[string]any) { m["boot_id"] = "another-boot" })
 	store = openStore(t, dir, Options{})
 	sess, err := store.Get(id)
 	if err != nil {
@@ -67,7 +68,7 @@ func TestRecoveryRewindsAnUncommittedUpload(t *testing.T) {
 		t.Fatalf("received %d after a reboot, want the checkpoint %d", got, hashOffset)
 	}
 	mustWrite(t, sess, content, hashOffset, int64(len(content))-1)
-	if got := fileSum(t, sess.DataPath()); got != sum(content) {
+	if got := fileSum(t, dataPath(sess)); got != sum(content) {
 		t.Fatal("resumed upload differs")
 	}
 }

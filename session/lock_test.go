@@ -14,85 +14,97 @@ import (
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
+// signalOnWaiter marks the holder of the session's request lock as
+// interruptible, as a request reading its body is, and returns a channel
+// that is closed when a request that takes sessions over arrives at the
+// lock and is about to wait for it, and the function that ends the mark.
+func signalOnWaiter(sess *Session) (<-chan struct{}, func()) {
+	waiting := make(chan struct{})
+	done := sess.lock.interruptible(func() { close(waiting) })
+	return waiting, done
+}
+
 func TestLockExcludes(t *testing.T) {
 	store := openStore(t, "", Options{})
 	sess := create(t, store, "", "f.bin")
-	if err := sess.Lock(t.Context()); err != nil {
-		t.Fatalf("Lock: %v", err)
-	}
-	if sess.tryLock() {
+	l := lease(t, sess)
+	if sess.lock.tryLock() {
 		t.Fatal("tryLock succeeded while the lock is held")
 	}
+	waiting, stop := signalOnWaiter(sess)
 	var held atomic.Bool
 	held.Store(true)
 	acquired := make(chan error, 1)
 	go func() {
-		err := sess.Lock(context.Background())
+		err := sess.lock.lock(context.Background(), true)
 		if err == nil && held.Load() {
-			err = errors.New("second Lock returned while the first holder still held the lock")
+			err = errors.New("second lock returned while the first holder still held the lock")
 		}
 		acquired <- err
 	}()
+	within(t, waiting, "the second lock's arrival")
+	stop()
 	select {
 	case err := <-acquired:
-		t.Fatalf("second Lock returned while the lock was held: %v", err)
-	case <-time.After(100 * time.Millisecond):
+		t.Fatalf("second lock returned while the lock was held: %v", err)
+	default:
 	}
 	held.Store(false)
-	sess.Unlock()
-	select {
-	case err := <-acquired:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("second Lock did not acquire the released lock")
+	l.Release()
+	if err := within(t, acquired, "the second lock's acquisition of the released lock"); err != nil {
+		t.Fatal(err)
 	}
-	sess.Unlock()
-	if !sess.tryLock() {
+	sess.lock.unlock()
+	if !sess.lock.tryLock() {
 		t.Fatal("tryLock failed on a free lock")
 	}
-	sess.Unlock()
+	sess.lock.unlock()
 }
 
 func TestLockContext(t *testing.T) {
 	store := openStore(t, "", Options{})
 	sess := create(t, store, "", "f.bin")
-	if err := sess.Lock(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Unlock()
+	mustWrite(t, sess, randBytes(79, 100), 0, 49)
+	l := lease(t, sess)
+	defer l.Release()
 
 	t.Run("cancelled while waiting", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
-		time.AfterFunc(50*time.Millisecond, cancel)
-		start := time.Now()
-		err := sess.Lock(ctx)
+		defer cancel()
+		// The context is cancelled by the waiter's own arrival at the
+		// lock, so the lock must have been waiting when it ended.
+		var cancelled atomic.Bool
+		stop := sess.lock.interruptible(func() {
+			cancelled.Store(true)
+			cancel()
+		})
+		defer stop()
+		err := sess.lock.lock(ctx, true)
 		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("Lock = %v, want an error wrapping context.Canceled", err)
+			t.Fatalf("lock = %v, want an error wrapping context.Canceled", err)
 		}
-		if time.Since(start) < 40*time.Millisecond {
-			t.Errorf("Lock gave up after %v, before the context was cancelled", time.Since(start))
+		if !cancelled.Load() {
+			t.Errorf("lock gave up before the context was cancelled")
 		}
 	})
 	t.Run("already cancelled", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
-		if err := sess.Lock(ctx); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Lock = %v, want context.Canceled", err)
+		if err := sess.lock.lock(ctx, false); !errors.Is(err, context.Canceled) {
+			t.Fatalf("lock = %v, want context.Canceled", err)
 		}
 	})
 	t.Run("deadline", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 		defer cancel()
-		if err := sess.Lock(ctx); !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("Lock = %v, want context.DeadlineExceeded", err)
+		if err := sess.lock.lock(ctx, false); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("lock = %v, want context.DeadlineExceeded", err)
 		}
 	})
 	t.Run("Acquire", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
 		defer cancel()
-		if _, err := store.Acquire(ctx, sess.ID()); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := store.Acquire(ctx, sess.ID(), nil); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Acquire = %v, want context.DeadlineExceeded", err)
 		}
 	})
@@ -102,9 +114,13 @@ func TestLockContext(t *testing.T) {
 		if _, err := store.Remove(ctx, sess.ID(), RemovedCancelled); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Remove = %v, want context.DeadlineExceeded", err)
 		}
-		mustExist(t, sess.dir)
+		mustExist(t, statePath(sess))
+		mustExist(t, dataPath(sess))
 		if _, err := store.Get(sess.ID()); err != nil {
 			t.Fatalf("Get after a Remove that timed out: %v", err)
+		}
+		if _, ok := diskJournal(t, store.Dir()).tombs[sess.ID()]; ok {
+			t.Fatal("a Remove that timed out recorded a tombstone")
 		}
 	})
 }
@@ -123,39 +139,36 @@ func TestAcquireRemovedWhileWaiting(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			store := openStore(t, "", Options{})
 			sess := create(t, store, "", "f.bin")
-			holder, err := store.Acquire(t.Context(), sess.ID())
-			if err != nil || holder != sess {
+			holder, err := store.Acquire(t.Context(), sess.ID(), nil)
+			if err != nil || holder.Session() != sess {
 				t.Fatalf("Acquire = %v, %v", holder, err)
 			}
+			waiting, stop := signalOnWaiter(sess)
 			done := make(chan error, 1)
 			go func() {
-				got, err := store.Acquire(context.Background(), sess.ID())
+				got, err := store.Acquire(context.Background(), sess.ID(), nil)
 				if err == nil {
-					got.Unlock()
+					got.Release()
 				}
 				done <- err
 			}()
-			time.Sleep(50 * time.Millisecond) // let the waiter block on the lock
+			within(t, waiting, "the waiter's arrival at the lock")
+			stop()
 			if _, err := store.remove(sess, RemovedClosed, tc.tombstone); err != nil {
 				t.Fatalf("remove: %v", err)
 			}
 			if !sess.Gone() {
 				t.Fatal("Gone() is false after remove")
 			}
-			sess.Unlock()
-			select {
-			case err := <-done:
-				if !errors.Is(err, tc.want) {
-					t.Fatalf("waiting Acquire = %v, want %v", err, tc.want)
-				}
-			case <-time.After(5 * time.Second):
-				t.Fatal("waiting Acquire did not return")
+			holder.Release()
+			if err := within(t, done, "the waiting Acquire's return"); !errors.Is(err, tc.want) {
+				t.Fatalf("waiting Acquire = %v, want %v", err, tc.want)
 			}
 			// The lock was released by the waiter.
-			if !sess.tryLock() {
+			if !sess.lock.tryLock() {
 				t.Fatal("the waiter kept the lock of a removed session")
 			}
-			sess.Unlock()
+			sess.lock.unlock()
 		})
 	}
 }
@@ -200,15 +213,15 @@ func TestConcurrentRetransmissions(t *testing.T) {
 				pos = int64(g * 9973 % size)
 			}
 			for pos < size {
-				s, err := store.Acquire(context.Background(), sess.ID())
+				l, err := store.Acquire(context.Background(), sess.ID(), nil)
 				if err != nil {
 					errs <- err
 					return
 				}
 				last := min(pos+int64(frag), size) - 1
 				r := rng(pos, last, size)
-				res, err := s.Write(r, &slowReader{r: bytes.NewReader(content[pos : last+1]), n: 1 + g*517})
-				s.Unlock()
+				res, err := l.Write(r, &slowReader{r: bytes.NewReader(content[pos : last+1]), n: 1 + g*517}, WriteOptions{})
+				l.Release()
 				runtime.Gosched()
 				if err != nil {
 					errs <- err
@@ -251,7 +264,7 @@ func TestConcurrentRetransmissions(t *testing.T) {
 	if !st.Complete() || st.Received != size {
 		t.Fatalf("State = %+v", st)
 	}
-	if got := fileSum(t, sess.DataPath()); got != sum(content) {
+	if got := fileSum(t, dataPath(sess)); got != sum(content) {
 		t.Fatalf("data file SHA-256 %s, want %s (writes interleaved or rewrote held bytes)", got, sum(content))
 	}
 	if !bytes.Equal(sess.Digest(), sha(content)) {

@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -39,10 +38,14 @@ func checkOwned(t testing.TB, st *Store, want map[string]int) {
 	}
 }
 
-// activeDirs returns the number of session directories on disk.
+// activeDirs returns the number of sessions on disk.
 func activeDirs(t testing.TB, st *Store) int {
 	t.Helper()
-	return len(entries(t, filepath.Join(st.Dir(), "active")))
+	ids, err := Stored(st.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ids)
 }
 
 func TestOpsOwnerOf(t *testing.T) {
@@ -171,13 +174,13 @@ func TestOpsOwnerReleasedOnRemove(t *testing.T) {
 		t.Fatalf("err %v, want ErrLimitReached", err)
 	}
 
-	// RemoveAcquired (Cancel-Session in the handler) releases too.
-	sess, err := st.Acquire(ctx, b.ID())
+	// Lease.Remove (Cancel-Session in the handler) releases too.
+	l, err := st.Acquire(ctx, b.ID(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = st.RemoveAcquired(sess, RemovedCancelled)
-	sess.Unlock()
+	_, err = l.Remove(RemovedCancelled)
+	l.Release()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +198,7 @@ func TestOpsOwnerReleasedOnRemove(t *testing.T) {
 // only for the sessions reaped.
 func TestOpsOwnerReleasedOnReap(t *testing.T) {
 	clock := newFakeClock()
-	st := openStore(t, "", Options{Timeout: time.Hour, Now: clock.Now})
+	st := openStore(t, "", Options{Timeout: time.Hour, EmptyTimeout: time.Hour, Now: clock.Now})
 	root := t.TempDir()
 	mustOwnerCreate(t, st, root, "alice", "", 2)
 	mustOwnerCreate(t, st, root, "", "1.2.3.4", 2)
@@ -231,12 +234,11 @@ func TestOpsOwnerRebuiltOnReopen(t *testing.T) {
 	broken := mustOwnerCreate(t, st, root, "alice", "1.2.3.4", 0)
 	mustOwnerCreate(t, st, root, "", "1.2.3.4", 0)
 	mustOwnerCreate(t, st, root, "bob", "", 0)
-	brokenState := filepath.Join(dir, "active", broken.ID().Bare(), stateFile)
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 	// One session's state is unreadable: recovery discards it.
-	editState(t, brokenState, func(m map[string]any) { m["version"] = 999 })
+	editJournalState(t, dir, broken.ID(), func(m map[string]any) { m["version"] = 999 })
 
 	st = openStore(t, dir, Options{})
 	checkOwned(t, st, map[string]int{"user:alice": 2, "ip:1.2.3.4": 1, "user:bob": 1})

@@ -3,8 +3,11 @@ package session
 import (
 	"errors"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
 func TestReapInterval(t *testing.T) {
@@ -28,11 +31,43 @@ func TestReapInterval(t *testing.T) {
 	}
 }
 
+// mustBeStored fails the test unless Stored lists session id in the
+// store directory dir.
+func mustBeStored(t testing.TB, dir string, id protocol.SessionID) {
+	t.Helper()
+	if !isStored(t, dir, id) {
+		t.Fatalf("session %s is not on disk", id)
+	}
+}
+
+// mustNotBeStored fails the test if Stored lists session id in dir, or
+// any file of it is left.
+func mustNotBeStored(t testing.TB, dir string, id protocol.SessionID) {
+	t.Helper()
+	if isStored(t, dir, id) {
+		t.Fatalf("session %s is still on disk", id)
+	}
+	mustHaveNoFiles(t, dir, id)
+}
+
+// isStored reports whether Stored lists session id in dir.
+func isStored(t testing.TB, dir string, id protocol.SessionID) bool {
+	t.Helper()
+	ids, err := Stored(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.Contains(ids, id)
+}
+
 func TestReap(t *testing.T) {
 	clock := newFakeClock()
 	var rec removals
 	root := t.TempDir()
-	store := openStore(t, "", Options{Now: clock.Now, Timeout: time.Hour, OnRemove: rec.hook})
+	// Several of these sessions hold no byte: an empty-session timeout
+	// as long as the timeout keeps this test about the timeout alone.
+	store := openStore(t, "", Options{Now: clock.Now, Timeout: time.Hour, EmptyTimeout: time.Hour, OnRemove: rec.hook})
+	dir := store.Dir()
 	content := randBytes(40, 3000)
 
 	idle := create(t, store, root, "idle.bin")
@@ -40,44 +75,32 @@ func TestReap(t *testing.T) {
 	active := create(t, store, root, "active.bin")
 	locked := create(t, store, root, "locked.bin")
 	finished := completed(t, store, root, "finished.bin", content)
-	if err := finished.Lock(t.Context()); err != nil {
+	if err := commit(t, finished, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := finished.Commit(false); err != nil {
-		t.Fatal(err)
-	}
-	if err := finished.Finish(FinalInfo{}); err != nil {
-		t.Fatal(err)
-	}
-	finished.Unlock()
 	boundary := create(t, store, root, "boundary.bin")
 
 	clock.Advance(50 * time.Minute)
 	mustWrite(t, active, content, 0, 99) // activity 10 min before the check
 	// The boundary session is touched so that it is idle for exactly the
 	// timeout at the check: not reaped yet.
-	if err := boundary.Lock(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	boundary.touch()
-	boundary.Unlock()
+	boundary.Touch()
 	clock.Advance(10 * time.Minute)
 	if n := store.Reap(); n != 0 {
 		t.Fatalf("Reap at exactly the timeout removed %d sessions", n)
 	}
 
 	clock.Advance(10 * time.Minute) // idle, locked and finished: 70 min; active: 20; boundary: 20
-	if err := locked.Lock(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	held := lease(t, locked)
 	if n := store.Reap(); n != 2 {
 		t.Fatalf("Reap removed %d sessions, want 2 (idle and finished)", n)
 	}
-	mustNotExist(t, idle.dir)
-	mustNotExist(t, finished.dir)
-	mustExist(t, active.dir)
-	mustExist(t, locked.dir)
-	mustExist(t, boundary.dir)
+	mustNotBeStored(t, dir, idle.ID())
+	mustNotBeStored(t, dir, finished.ID())
+	mustExist(t, statePath(active))
+	mustBeStored(t, dir, active.ID())
+	mustBeStored(t, dir, locked.ID())
+	mustBeStored(t, dir, boundary.ID())
 	if _, err := store.Get(idle.ID()); !errors.Is(err, ErrNotFound) {
 		t.Errorf("reaped unfinished session: Get = %v, want ErrNotFound", err)
 	}
@@ -101,11 +124,11 @@ func TestReap(t *testing.T) {
 	}
 
 	// Once its request ends, the locked session is reaped too.
-	locked.Unlock()
+	held.Release()
 	if n := store.Reap(); n != 1 {
 		t.Fatalf("Reap after unlock removed %d sessions, want 1", n)
 	}
-	mustNotExist(t, locked.dir)
+	mustNotBeStored(t, dir, locked.ID())
 	if store.Len() != 2 {
 		t.Fatalf("Len = %d, want 2 (active, boundary)", store.Len())
 	}
@@ -141,73 +164,71 @@ func TestReapAfterReopen(t *testing.T) {
 	}
 }
 
-func waitGone(t *testing.T, dir string, within time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for time.Since(start) < within {
-		if !fileExists(dir) {
-			return time.Since(start)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s still exists after %v", dir, within)
-	return 0
-}
-
-func waitFor(t *testing.T, cond func() bool, within time.Duration) {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("condition not met within %v", within)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+// removalSignal returns an OnRemove hook that sends every removal on the
+// returned channel.
+func removalSignal() (func(State, RemoveReason), <-chan removal) {
+	ch := make(chan removal, 16)
+	return func(st State, reason RemoveReason) { ch <- removal{st, reason} }, ch
 }
 
 // TestReaperRealTime runs the background reaper with a real clock.
 func TestReaperRealTime(t *testing.T) {
-	var rec removals
-	store := openStore(t, "", Options{Timeout: time.Second, OnRemove: rec.hook})
+	hook, removed := removalSignal()
+	store := openStore(t, "", Options{Timeout: time.Second, OnRemove: hook})
 	start := time.Now()
 	sess := create(t, store, "", "f.bin")
-	waitGone(t, sess.dir, 3*time.Second)
+	mustWrite(t, sess, randBytes(43, 100), 0, 49)
+	c := within(t, removed, "reaping")
+	// A session is idle for its whole timeout before it is reaped.
 	if elapsed := time.Since(start); elapsed < time.Second {
 		t.Fatalf("session reaped after %v, before its 1 s timeout", elapsed)
 	}
 	// OnRemove runs once the store has forgotten the session.
-	waitFor(t, func() bool { return len(rec.get()) > 0 }, time.Second)
+	if c.reason != RemovedReaped || c.st.ID != sess.ID() {
+		t.Fatalf("OnRemove call %+v", c)
+	}
+	mustNotBeStored(t, store.Dir(), sess.ID())
 	if _, err := store.Get(sess.ID()); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get = %v, want ErrNotFound", err)
-	}
-	if calls := rec.get(); len(calls) != 1 || calls[0].reason != RemovedReaped {
-		t.Fatalf("OnRemove calls %+v", calls)
 	}
 }
 
 // TestReaperSetTimeout: lowering the timeout of a running store wakes the
 // reaper, which then checks at the new, shorter interval.
 func TestReaperSetTimeout(t *testing.T) {
-	var rec removals
-	store := openStore(t, "", Options{OnRemove: rec.hook}) // 14 days: checks every 5 minutes
+	hook, removed := removalSignal()
+	store := openStore(t, "", Options{OnRemove: hook}) // 14 days: checks every 2.5 minutes
 	sess := create(t, store, "", "f.bin")
+	mustWrite(t, sess, randBytes(44, 100), 0, 49)
 	store.SetTimeout(500 * time.Millisecond)
-	waitGone(t, sess.dir, 3*time.Second)
-	waitFor(t, func() bool { return len(rec.get()) > 0 }, time.Second)
+	if c := within(t, removed, "reaping"); c.st.ID != sess.ID() || c.reason != RemovedReaped {
+		t.Fatalf("OnRemove call %+v", c)
+	}
+	mustNotBeStored(t, store.Dir(), sess.ID())
 	if store.Len() != 0 {
 		t.Fatalf("Len = %d", store.Len())
 	}
 }
 
-// TestReaperStopsOnClose: after Close the reaper no longer removes
-// sessions, which stay on disk for the next Open.
+// TestReaperStopsOnClose: after Close the reaper no longer runs, and the
+// sessions stay on disk for the next Open.
 func TestReaperStopsOnClose(t *testing.T) {
+	clock := newFakeClock()
 	dir := t.TempDir()
-	store := openStore(t, dir, Options{Timeout: 200 * time.Millisecond})
+	store := openStore(t, dir, Options{Timeout: 200 * time.Millisecond, Now: clock.Now})
 	sess := create(t, store, "", "f.bin")
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(700 * time.Millisecond)
-	mustExist(t, sess.dir)
+	select {
+	case <-store.reaperDone:
+	default:
+		t.Fatal("the reaper still runs after Close")
+	}
+	clock.Advance(time.Hour)
+	mustBeStored(t, dir, sess.ID())
+	again := openStore(t, dir, Options{})
+	if _, err := again.Get(sess.ID()); err != nil {
+		t.Fatalf("session lost after Close: %v", err)
+	}
 }

@@ -54,7 +54,7 @@ func TestRemove(t *testing.T) {
 			if st.ID != sess.ID() || st.Received != 1000 || st.Total != 2000 {
 				t.Errorf("Remove returned state %+v", st)
 			}
-			mustNotExist(t, sess.dir)
+			mustHaveNoFiles(t, dir, sess.ID())
 			if !sess.Gone() {
 				t.Error("Gone() false after Remove")
 			}
@@ -65,7 +65,7 @@ func TestRemove(t *testing.T) {
 			if _, err := store.Get(sess.ID()); !errors.Is(err, ErrClosed) {
 				t.Errorf("Get after Remove = %v, want ErrClosed", err)
 			}
-			if _, err := store.Acquire(t.Context(), sess.ID()); !errors.Is(err, ErrClosed) {
+			if _, err := store.Acquire(t.Context(), sess.ID(), nil); !errors.Is(err, ErrClosed) {
 				t.Errorf("Acquire after Remove = %v, want ErrClosed", err)
 			}
 			for _, again := range []RemoveReason{RemovedClosed, RemovedCancelled} {
@@ -82,8 +82,8 @@ func TestRemove(t *testing.T) {
 			if _, err := store.Get(other.ID()); err != nil {
 				t.Errorf("other session affected: %v", err)
 			}
-			if log, err := os.ReadFile(filepath.Join(dir, "closed.log")); err != nil || !strings.Contains(string(log), sess.ID().Bare()+" ") {
-				t.Errorf("closed.log = %q, %v; want a line for %s", log, err, sess.ID().Bare())
+			if log, err := os.ReadFile(filepath.Join(dir, "journal.log")); err != nil || !strings.Contains(string(log), "\nX "+sess.ID().Bare()+" ") {
+				t.Errorf("journal.log = %q, %v; want a tombstone line for %s", log, err, sess.ID().Bare())
 			}
 
 			// The tombstone survives a restart.
@@ -97,7 +97,7 @@ func TestRemove(t *testing.T) {
 			if _, err := store.Get(other.ID()); err != nil {
 				t.Errorf("other session after reopen: %v", err)
 			}
-			mustNotExist(t, sess.dir)
+			mustHaveNoFiles(t, dir, sess.ID())
 		})
 	}
 }
@@ -107,12 +107,17 @@ func TestTombstoneExpiry(t *testing.T) {
 	dir := t.TempDir()
 	opts := Options{Now: clock.Now, Timeout: time.Hour, TombstoneTTL: 2 * time.Hour}
 	store := openStore(t, dir, opts)
+	content := randBytes(32, 100)
+	// Sessions that hold bytes, whose state is a file of their own (see
+	// TestJournalExpiredTombstoneForgetsState for sessions without one).
 	early := create(t, store, "", "a.bin")
+	mustWrite(t, early, content, 0, 9)
 	if _, err := store.Remove(t.Context(), early.ID(), RemovedClosed); err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(time.Hour)
 	late := create(t, store, "", "b.bin")
+	mustWrite(t, late, content, 0, 9)
 	if _, err := store.Remove(t.Context(), late.ID(), RemovedCancelled); err != nil {
 		t.Fatal(err)
 	}
@@ -140,8 +145,11 @@ func TestTombstoneExpiry(t *testing.T) {
 	if _, err := store.Get(late.ID()); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("tombstone expired while closed: Get = %v, want ErrNotFound", err)
 	}
-	if log, err := os.ReadFile(filepath.Join(dir, "closed.log")); err != nil || len(log) != 0 {
-		t.Fatalf("closed.log after every tombstone expired = %q, %v; want it compacted to empty", log, err)
+	if _, err := store.Get(early.ID()); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("tombstone expired before Close: Get after reopen = %v, want ErrNotFound", err)
+	}
+	if log, err := os.ReadFile(filepath.Join(dir, "journal.log")); err != nil || len(log) != 0 {
+		t.Fatalf("journal.log after every tombstone expired = %q, %v; want it compacted to empty", log, err)
 	}
 }
 
@@ -153,6 +161,7 @@ func TestTombstoneTTLShorterThanTimeout(t *testing.T) {
 	opts := Options{Now: clock.Now, Timeout: 4 * time.Hour, TombstoneTTL: time.Hour}
 	store := openStore(t, dir, opts)
 	sess := create(t, store, "", "a.bin")
+	mustWrite(t, sess, randBytes(33, 100), 0, 9) // a state file of its own
 	if _, err := store.Remove(t.Context(), sess.ID(), RemovedClosed); err != nil {
 		t.Fatal(err)
 	}
@@ -223,6 +232,9 @@ func TestMaxTombstones(t *testing.T) {
 	}
 }
 
+// TestTombstoneLogTolerance: an earlier version's closed.log is read as
+// tombstones, lines it cannot read are skipped, and it is replaced by
+// the journal, compacted to the live entries.
 func TestTombstoneLogTolerance(t *testing.T) {
 	dir := t.TempDir()
 	clock := newFakeClock()
@@ -244,22 +256,25 @@ func TestTombstoneLogTolerance(t *testing.T) {
 	if _, err := store.Get(upper); !errors.Is(err, ErrClosed) {
 		t.Errorf("upper-case GUID in the log: Get = %v, want ErrClosed", err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "closed.log"))
-	if err != nil {
-		t.Fatal(err)
+	mustNotExist(t, filepath.Join(dir, "closed.log"))
+	lines := journalLines(t, dir)
+	want := []string{
+		"X " + good.Bare() + " " + strconv.FormatInt(clock.Now().Add(-time.Minute).Unix(), 10),
+		"X " + upper.Bare() + " " + strconv.FormatInt(clock.Now().Unix(), 10),
 	}
-	if strings.Contains(string(b), "garbage") || strings.Count(string(b), "\n") != 2 {
-		t.Errorf("closed.log not compacted to the two live entries: %q", b)
+	if strings.Join(lines, "\n") != strings.Join(want, "\n") {
+		t.Errorf("journal not compacted to the two live entries: %q, want %q", lines, want)
 	}
 }
 
-// TestTombstoneLogCompaction exercises the log directly: once most of its
-// lines are dead, expire rewrites it with only the live entries, and the
-// rewritten log loads back to the same set.
+// TestTombstoneLogCompaction exercises the journal directly: once most of
+// its lines are dead, expire rewrites it with only the live entries, and
+// the rewritten journal loads back to the same set.
 func TestTombstoneLogCompaction(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "closed.log")
+	dir := t.TempDir()
+	path := filepath.Join(dir, "journal.log")
 	t0 := time.Unix(1_700_000_000, 0)
-	ts, err := openTombstones(path, 1_000_000, t0.Add(-time.Hour))
+	j, err := openJournal(dir, 1_000_000, t0.Add(-time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,21 +283,21 @@ func TestTombstoneLogCompaction(t *testing.T) {
 	}
 	const old, live = 1100, 10
 	for i := 0; i < old; i++ {
-		if err := ts.add(id(i), t0); err != nil {
+		if err := j.addTombstone(id(i), t0); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for i := old; i < old+live; i++ {
-		if err := ts.add(id(i), t0.Add(time.Hour)); err != nil {
+		if err := j.addTombstone(id(i), t0.Add(time.Hour)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := ts.expire(t0.Add(time.Minute)); err != nil {
+	if err := j.expire(t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < old+live; i++ {
-		if got, want := ts.has(id(i)), i >= old; got != want {
-			t.Fatalf("has(#%d) = %v, want %v", i, got, want)
+		if got, want := j.closed(id(i)), i >= old; got != want {
+			t.Fatalf("closed(#%d) = %v, want %v", i, got, want)
 		}
 	}
 	b, err := os.ReadFile(path)
@@ -290,29 +305,29 @@ func TestTombstoneLogCompaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n := strings.Count(string(b), "\n"); n != live {
-		t.Fatalf("log has %d lines after compaction, want %d", n, live)
+		t.Fatalf("journal has %d lines after compaction, want %d", n, live)
 	}
 	// Appending after the rewrite still works.
-	if err := ts.add(id(5000), t0.Add(2*time.Hour)); err != nil {
+	if err := j.addTombstone(id(5000), t0.Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.close(); err != nil {
+	if err := j.close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.add(id(5001), t0); err == nil {
-		t.Error("add after close reported success")
+	if err := j.addTombstone(id(5001), t0); err == nil {
+		t.Error("addTombstone after close reported success")
 	}
-	ts, err = openTombstones(path, 1_000_000, t0)
+	j, err = openJournal(dir, 1_000_000, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ts.close()
+	defer j.close()
 	for i := 0; i < old+live; i++ {
-		if got, want := ts.has(id(i)), i >= old; got != want {
-			t.Fatalf("after reload: has(#%d) = %v, want %v", i, got, want)
+		if got, want := j.closed(id(i)), i >= old; got != want {
+			t.Fatalf("after reload: closed(#%d) = %v, want %v", i, got, want)
 		}
 	}
-	if !ts.has(id(5000)) {
+	if !j.closed(id(5000)) {
 		t.Fatal("entry appended after the rewrite was lost")
 	}
 }
@@ -320,14 +335,18 @@ func TestTombstoneLogCompaction(t *testing.T) {
 // TestOpenFailureReleasesLock: when Open fails after taking the directory
 // lock, the lock is released, so a later Open succeeds.
 func TestOpenFailureReleasesLock(t *testing.T) {
-	dir := t.TempDir()
-	mkdir(t, filepath.Join(dir, "closed.log")) // unreadable as a log
-	if s, err := Open(dir, Options{}); err == nil {
-		s.Close()
-		t.Fatal("Open with a directory as closed.log succeeded")
+	for _, name := range []string{"closed.log", "journal.log"} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			mkdir(t, filepath.Join(dir, name)) // unreadable as a log
+			if s, err := Open(dir, Options{}); err == nil {
+				s.Close()
+				t.Fatalf("Open with a directory as %s succeeded", name)
+			}
+			if err := os.Remove(filepath.Join(dir, name)); err != nil {
+				t.Fatal(err)
+			}
+			openStore(t, dir, Options{})
+		})
 	}
-	if err := os.Remove(filepath.Join(dir, "closed.log")); err != nil {
-		t.Fatal(err)
-	}
-	openStore(t, dir, Options{})
 }

@@ -2,53 +2,58 @@ package session
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
-// locked runs f with the session's request lock held.
-func locked(t *testing.T, sess *Session, f func()) {
-	t.Helper()
-	if err := sess.Lock(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	defer sess.Unlock()
-	f()
-}
+// delivery returns the Delivery a notification of the leased session
+// gets, for the reply storage it offers.
+func delivery(l *Lease) *Delivery { return &Delivery{l: l} }
 
+// TestReplySetFinal: Settle records a notification's outcome before it
+// does what the outcome asks for, so that an outcome whose placement
+// failed is kept, across a restart, and the application is not asked
+// again.
 func TestReplySetFinal(t *testing.T) {
-	dir := t.TempDir()
+	dir, root := t.TempDir(), t.TempDir()
 	store := openStore(t, dir, Options{})
 	content := randBytes(80, 1000)
-	sess := create(t, store, "", "f.bin")
+	sess := create(t, store, root, "f.bin")
 	info := FinalInfo{ReplyURL: "https://example.com/r", ReplySize: 42, Commit: true}
+	calls := 0
+	opts := SettleOptions{Notify: notifyWith(info, &calls)}
 
-	locked(t, sess, func() {
-		if err := sess.SetFinal(info); !errors.Is(err, ErrIncomplete) {
-			t.Fatalf("SetFinal before completion = %v, want ErrIncomplete", err)
-		}
-	})
-	if _, ok := sess.Final(); ok {
-		t.Fatal("Final set by a failed SetFinal")
+	if _, err := settle(t, sess, opts); !errors.Is(err, ErrIncomplete) {
+		t.Fatalf("Settle before completion = %v, want ErrIncomplete", err)
+	}
+	if _, ok := sess.final(); ok || calls != 0 {
+		t.Fatalf("outcome recorded (%d notifications) by a failed Settle", calls)
 	}
 	upload(t, sess, content, 300)
-	locked(t, sess, func() {
-		if err := sess.SetFinal(info); err != nil {
-			t.Fatal(err)
-		}
-	})
-	if got, ok := sess.Final(); !ok || got != info {
-		t.Fatalf("Final = %+v, %v; want %+v", got, ok, info)
+	existing := []byte("somebody else's file")
+	writeFile(t, filepath.Join(root, "f.bin"), existing)
+	if _, err := settle(t, sess, opts); !errors.Is(err, ErrDestinationExists) {
+		t.Fatalf("Settle onto an existing file = %v, want ErrDestinationExists", err)
+	}
+	if got, ok := sess.final(); !ok || got != info || calls != 1 {
+		t.Fatalf("final = %+v, %v after %d notifications; want %+v after one", got, ok, calls, info)
+	}
+	if d := diskState(t, sess); d.Final == nil || *d.Final != info {
+		t.Fatalf("state file final = %+v, want %+v", d.Final, info)
 	}
 	// Decided but not finished yet.
 	if _, ok := sess.Finished(); ok {
-		t.Fatal("SetFinal marked the session finished")
+		t.Fatal("a Settle that could not place the upload marked the session finished")
 	}
+	testutil.AssertFile(t, filepath.Join(root, "f.bin"), existing)
+
 	id := sess.ID()
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
@@ -58,9 +63,22 @@ func TestReplySetFinal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := sess.Final(); !ok || got != info {
-		t.Fatalf("Final after reopen = %+v, %v; want %+v", got, ok, info)
+	if got, ok := sess.final(); !ok || got != info {
+		t.Fatalf("final after reopen = %+v, %v; want %+v", got, ok, info)
 	}
+	if _, ok := sess.Finished(); ok {
+		t.Fatal("finished after reopen, although the upload was never placed")
+	}
+	// Once the destination is free, Settle places the upload without
+	// asking the application again.
+	if err := os.Remove(filepath.Join(root, "f.bin")); err != nil {
+		t.Fatal(err)
+	}
+	res, err := settle(t, sess, opts)
+	if err != nil || res.Notified || !res.Placed || calls != 1 || res.Final != info {
+		t.Fatalf("Settle after reopen = %+v, %v after %d notifications; want placed, not notified again", res, err, calls)
+	}
+	testutil.AssertFile(t, filepath.Join(root, "f.bin"), content)
 }
 
 func TestReplyStore(t *testing.T) {
@@ -84,14 +102,14 @@ func TestReplyStore(t *testing.T) {
 			sess := create(t, store, "", "f.bin")
 			// A previous reply must survive a failed replacement.
 			prev := []byte("previous reply")
-			locked(t, sess, func() {
-				if _, err := sess.StoreReply(bytes.NewReader(prev), max); err != nil {
+			locked(t, sess, func(l *Lease) {
+				if _, err := delivery(l).StoreReply(bytes.NewReader(prev), max); err != nil {
 					t.Fatal(err)
 				}
 			})
 			var n int64
 			var err error
-			locked(t, sess, func() { n, err = sess.StoreReply(tt.body, max) })
+			locked(t, sess, func(l *Lease) { n, err = delivery(l).StoreReply(tt.body, max) })
 			mustNotExist(t, sess.ReplyPath()+".tmp")
 			if tt.wantErr != nil {
 				if err == nil || (tt.wantErr != errAny && !errors.Is(err, tt.wantErr)) {
@@ -132,7 +150,12 @@ func TestReplyAdopt(t *testing.T) {
 		writeFile(t, sess.ReplyPath(), []byte("app reply"))
 		var n int64
 		var err error
-		locked(t, sess, func() { n, err = sess.AdoptReply(max) })
+		locked(t, sess, func(l *Lease) {
+			if got := delivery(l).ReplyPath(); got != sess.ReplyPath() {
+				t.Errorf("Delivery.ReplyPath = %s, want %s", got, sess.ReplyPath())
+			}
+			n, err = delivery(l).AdoptReply(max)
+		})
 		if err != nil || n != 9 {
 			t.Fatalf("AdoptReply = %d, %v", n, err)
 		}
@@ -144,7 +167,7 @@ func TestReplyAdopt(t *testing.T) {
 		sess := create(t, store, "", "f.bin")
 		var n int64
 		var err error
-		locked(t, sess, func() { n, err = sess.AdoptReply(max) })
+		locked(t, sess, func(l *Lease) { n, err = delivery(l).AdoptReply(max) })
 		if err != nil || n != 0 || fileSize(t, sess.ReplyPath()) != 0 {
 			t.Fatalf("AdoptReply without a file = %d, %v", n, err)
 		}
@@ -153,7 +176,7 @@ func TestReplyAdopt(t *testing.T) {
 		sess := create(t, store, "", "f.bin")
 		writeFile(t, sess.ReplyPath(), fill('r', max+1))
 		var err error
-		locked(t, sess, func() { _, err = sess.AdoptReply(max) })
+		locked(t, sess, func(l *Lease) { _, err = delivery(l).AdoptReply(max) })
 		if !errors.Is(err, ErrReplyTooLarge) {
 			t.Fatalf("AdoptReply = %v, want ErrReplyTooLarge", err)
 		}
@@ -163,7 +186,7 @@ func TestReplyAdopt(t *testing.T) {
 		sess := create(t, store, "", "f.bin")
 		mkdir(t, sess.ReplyPath())
 		var err error
-		locked(t, sess, func() { _, err = sess.AdoptReply(max) })
+		locked(t, sess, func(l *Lease) { _, err = delivery(l).AdoptReply(max) })
 		if err == nil {
 			t.Fatal("AdoptReply of a directory succeeded")
 		}
@@ -171,11 +194,13 @@ func TestReplyAdopt(t *testing.T) {
 	t.Run("discard", func(t *testing.T) {
 		sess := create(t, store, "", "f.bin")
 		writeFile(t, sess.ReplyPath(), []byte("x"))
-		for i := 0; i < 2; i++ { // idempotent
-			if err := sess.DiscardReply(); err != nil {
-				t.Fatalf("DiscardReply #%d: %v", i, err)
+		locked(t, sess, func(l *Lease) {
+			for i := 0; i < 2; i++ { // idempotent
+				if err := delivery(l).DiscardReply(); err != nil {
+					t.Fatalf("DiscardReply #%d: %v", i, err)
+				}
 			}
-		}
+		})
 		mustNotExist(t, sess.ReplyPath())
 	})
 }
@@ -184,8 +209,8 @@ func TestReplyOpenAfterRemove(t *testing.T) {
 	store := openStore(t, "", Options{})
 	sess := create(t, store, "", "f.bin")
 	reply := randBytes(81, 5000)
-	locked(t, sess, func() {
-		if _, err := sess.StoreReply(bytes.NewReader(reply), 1<<20); err != nil {
+	locked(t, sess, func(l *Lease) {
+		if _, err := delivery(l).StoreReply(bytes.NewReader(reply), 1<<20); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -197,7 +222,7 @@ func TestReplyOpenAfterRemove(t *testing.T) {
 	if _, err := store.Remove(t.Context(), sess.ID(), RemovedClosed); err != nil {
 		t.Fatal(err)
 	}
-	mustNotExist(t, sess.dir)
+	mustHaveNoFiles(t, store.Dir(), sess.ID())
 	// A download in progress completes from the open file.
 	b, err := io.ReadAll(f)
 	if err != nil || !bytes.Equal(b, reply) {
@@ -208,6 +233,9 @@ func TestReplyOpenAfterRemove(t *testing.T) {
 	}
 }
 
+// TestDiscardData: Settle deletes a delivered upload's bytes once its
+// outcome is recorded, and only then; the session still answers as
+// complete, before and after a restart.
 func TestDiscardData(t *testing.T) {
 	dir := t.TempDir()
 	root := t.TempDir()
@@ -215,38 +243,41 @@ func TestDiscardData(t *testing.T) {
 	content := randBytes(82, 3000)
 	sess := completed(t, store, root, "f.bin", content)
 
-	locked(t, sess, func() {
-		if err := sess.DiscardData(); err == nil {
-			t.Fatal("DiscardData of an unfinished session succeeded")
+	failing := errors.New("the application is down")
+	_, err := settle(t, sess, SettleOptions{Notify: func(context.Context, *Delivery) (FinalInfo, error) {
+		return FinalInfo{}, failing
+	}})
+	if !errors.Is(err, failing) {
+		t.Fatalf("Settle with a failing notification = %v, want its error", err)
+	}
+	testutil.AssertFile(t, dataPath(sess), content)
+	calls := 0
+	info := FinalInfo{ReplyURL: "u", Commit: true}
+	for i := 0; i < 2; i++ {
+		res, err := settle(t, sess, SettleOptions{Notify: notifyWith(info, &calls)})
+		if err != nil || res.DiscardError != nil {
+			t.Fatalf("Settle #%d: %+v, %v", i, res, err)
 		}
-	})
-	mustExist(t, sess.DataPath())
-	locked(t, sess, func() {
-		if err := sess.Commit(false); err != nil {
-			t.Fatal(err)
-		}
-		if err := sess.Finish(FinalInfo{ReplyURL: "u", Commit: true}); err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < 2; i++ {
-			if err := sess.DiscardData(); err != nil {
-				t.Fatalf("DiscardData #%d: %v", i, err)
-			}
-		}
-	})
-	mustNotExist(t, sess.DataPath())
+	}
+	if calls != 1 {
+		t.Fatalf("%d notifications, want 1", calls)
+	}
+	mustNotExist(t, dataPath(sess))
 	if st := sess.State(); st.Received != 3000 || !st.Complete() || !st.DataDiscarded {
-		t.Fatalf("after DiscardData: %+v", st)
+		t.Fatalf("after discarding the data: %+v", st)
+	}
+	if d := diskState(t, sess); !d.DataDiscarded {
+		t.Fatal("data deleted before the state file says so")
 	}
 	if got := fileSum(t, filepath.Join(root, "f.bin")); got != sum(content) {
-		t.Fatal("committed destination damaged by DiscardData")
+		t.Fatal("committed destination damaged by discarding the data")
 	}
 	// A retransmitted final fragment still gets the final answer.
 	res, err := writeBody(t, sess, rng(2000, 2999, 3000), unreadable{t})
 	if err != nil || !res.Complete || res.Action != protocol.AlreadyHeld || res.Received != 3000 {
-		t.Fatalf("final fragment after DiscardData: %+v, %v", res, err)
+		t.Fatalf("final fragment after discarding the data: %+v, %v", res, err)
 	}
-	mustNotExist(t, sess.DataPath())
+	mustNotExist(t, dataPath(sess))
 
 	// So does a restarted server.
 	id := sess.ID()
@@ -268,36 +299,36 @@ func TestDiscardData(t *testing.T) {
 	if err != nil || !res.Complete || res.Received != 3000 {
 		t.Fatalf("final fragment after reopen: %+v, %v", res, err)
 	}
-	mustNotExist(t, sess.DataPath())
+	mustNotExist(t, dataPath(sess))
 }
 
-// TestCommitAfterDiscardData: once the data file is gone, Commit must not
-// place anything at the destination (least of all an empty file standing
-// in for the upload).
+// TestCommitAfterDiscardData: once the data file is gone, placing must
+// not put anything at the destination (least of all an empty file
+// standing in for the upload).
 func TestCommitAfterDiscardData(t *testing.T) {
 	root := t.TempDir()
 	store := openStore(t, "", Options{})
 	content := randBytes(83, 3000)
 	sess := completed(t, store, root, "f.bin", content)
+	calls := 0
+	// Delivered by notification, not committed.
+	if _, err := settle(t, sess, SettleOptions{Notify: notifyWith(FinalInfo{}, &calls)}); err != nil {
+		t.Fatal(err)
+	}
+	mustNotExist(t, dataPath(sess))
+	if res, err := settle(t, sess, SettleOptions{}); err != nil || !res.Cached || res.Placed {
+		t.Fatalf("Settle after the data was discarded = %+v, %v; want the cached answer", res, err)
+	}
 	var err error
-	locked(t, sess, func() {
-		if err := sess.Finish(FinalInfo{}); err != nil { // delivered by notification, not committed
-			t.Fatal(err)
-		}
-		if err := sess.DiscardData(); err != nil {
-			t.Fatal(err)
-		}
-		err = sess.Commit(false)
-	})
+	locked(t, sess, func(l *Lease) { err = l.s.place(t.Context(), false) })
 	dest := filepath.Join(root, "f.bin")
 	if err == nil {
 		if fi, serr := os.Stat(dest); serr == nil && fi.Size() != int64(len(content)) {
-			t.Fatalf("Commit after DiscardData succeeds and places a %d-byte file (the upload has %d bytes): "+
-				"Commit opens the data file with O_CREATE", fi.Size(), len(content))
+			t.Fatalf("placing after the data was discarded succeeds and places a %d-byte file (the upload has %d bytes)",
+				fi.Size(), len(content))
 		}
-	}
-	if err == nil {
-		t.Fatal("Commit after DiscardData succeeded")
+		t.Fatal("placing after the data was discarded succeeded")
 	}
 	mustNotExist(t, dest)
+	mustNotExist(t, dataPath(sess))
 }

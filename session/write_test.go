@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -203,15 +204,15 @@ func TestWriteDecisionTable(t *testing.T) {
 					t.Errorf("step %d: State Received %d Total %d Complete %v; want %d %d %v",
 						i, st.Received, st.Total, st.Complete(), s.wantReceived, n, s.wantComplete)
 				}
-				if size, err := os.Stat(sess.DataPath()); err == nil && size.Size() != st.Received {
+				if size, err := os.Stat(dataPath(sess)); err == nil && size.Size() != st.Received {
 					t.Errorf("step %d: data file holds %d bytes, Received = %d", i, size.Size(), st.Received)
 				}
 			}
 			if tt.want == nil {
-				mustNotExist(t, sess.DataPath())
+				mustNotExist(t, dataPath(sess))
 				return
 			}
-			if got := fileSum(t, sess.DataPath()); got != sum(tt.want) {
+			if got := fileSum(t, dataPath(sess)); got != sum(tt.want) {
 				t.Errorf("data file SHA-256 = %s, want %s", got, sum(tt.want))
 			}
 			if sess.State().Complete() {
@@ -252,7 +253,7 @@ func TestWriteEmptyUpload(t *testing.T) {
 			if !st.Complete() || st.Total != 0 || st.Received != 0 {
 				t.Fatalf("State = %+v", st)
 			}
-			if size := fileSize(t, sess.DataPath()); size != 0 {
+			if size := fileSize(t, dataPath(sess)); size != 0 {
 				t.Fatalf("data file size %d, want 0", size)
 			}
 			empty := sha256.Sum256(nil)
@@ -267,8 +268,9 @@ func TestWriteEmptyUpload(t *testing.T) {
 }
 
 // TestWriteFirstFragmentPersistsTotal checks that the total of a
-// multi-fragment upload reaches state.json with its first fragment, and
-// that a single-fragment upload's does at completion.
+// multi-fragment upload reaches the state file with its first fragment,
+// that a fragment that writes nothing writes no state, and that a
+// single-fragment upload's total stays in memory until it is settled.
 func TestWriteFirstFragmentPersistsTotal(t *testing.T) {
 	store := openStore(t, "", Options{})
 	content := randBytes(3, 1000)
@@ -276,34 +278,51 @@ func TestWriteFirstFragmentPersistsTotal(t *testing.T) {
 	multi := create(t, store, "", "m.bin")
 	mustWrite(t, multi, content, 0, 9)
 	if d := diskState(t, multi); d.Total != 1000 {
-		t.Errorf("state.json total after the first of several fragments = %d, want 1000", d.Total)
+		t.Errorf("state file total after the first of several fragments = %d, want 1000", d.Total)
 	}
 
+	// A gap holds nothing a restart must find: the state stays the
+	// journal's, and the next fragment brings the total again.
 	gap := create(t, store, "", "g.bin")
 	if res, err := writeBody(t, gap, rng(500, 999, 1000), unreadable{t}); err != nil || res.Action != protocol.Gap {
 		t.Fatalf("gap first fragment: %+v, %v", res, err)
 	}
-	if d := diskState(t, gap); d.Total != 1000 {
-		t.Errorf("state.json total after a gap as first fragment = %d, want 1000", d.Total)
+	mustNotExist(t, statePath(gap))
+	if d := savedState(t, gap); d.Total != -1 {
+		t.Errorf("journal state total after a gap as first fragment = %d, want -1", d.Total)
+	}
+	if st := gap.State(); st.Total != 1000 {
+		t.Errorf("total after a gap as first fragment = %d, want 1000", st.Total)
 	}
 
 	// A single-fragment upload writes no state at all until it is
-	// finished: its total and digest reach state.json with the next update,
+	// settled: its total and digest reach the disk with the next update,
 	// and completion takes no durable checkpoint.
 	single := create(t, store, "", "s.bin")
 	mustWrite(t, single, content, 0, 999)
-	if d := diskState(t, single); d.Total != -1 || d.HashOffset != 0 {
-		t.Errorf("state.json after a single-fragment upload: total %d hash_offset %d", d.Total, d.HashOffset)
+	mustNotExist(t, statePath(single))
+	if d := savedState(t, single); d.Total != -1 || d.HashOffset != 0 {
+		t.Errorf("state after a single-fragment upload: total %d hash_offset %d", d.Total, d.HashOffset)
 	}
 	if st := single.State(); st.Total != 1000 || !bytes.Equal(st.Digest, sha(content)) {
 		t.Errorf("state after a single-fragment upload: total %d digest %x", st.Total, st.Digest)
 	}
-	// SetFinal checkpoints it durably.
-	if err := single.SetFinal(FinalInfo{ReplyURL: "http://x/"}); err != nil {
+	// Recording a notification's outcome checkpoints it durably.
+	var beforeOutcome *State
+	calls := 0
+	_, err := settle(t, single, SettleOptions{Notify: func(ctx context.Context, d *Delivery) (FinalInfo, error) {
+		beforeOutcome = savedState(t, single)
+		return notifyWith(FinalInfo{ReplyURL: "http://x/"}, &calls)(ctx, d)
+	}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if d := diskState(t, single); d.HashOffset != 1000 || len(d.HashState) == 0 || d.Final == nil {
-		t.Errorf("state.json after SetFinal: hash_offset %d, hash state %d bytes, final %v", d.HashOffset, len(d.HashState), d.Final)
+	if beforeOutcome.HashOffset != 0 || beforeOutcome.Final != nil {
+		t.Errorf("state before the outcome: hash_offset %d, final %v", beforeOutcome.HashOffset, beforeOutcome.Final)
+	}
+	if d := diskState(t, single); d.HashOffset != 1000 || len(d.HashState) == 0 || d.Final == nil || d.Total != 1000 {
+		t.Errorf("state file after the outcome: hash_offset %d, hash state %d bytes, final %v, total %d",
+			d.HashOffset, len(d.HashState), d.Final, d.Total)
 	}
 }
 
@@ -320,7 +339,7 @@ func TestWriteBodyLongerThanRange(t *testing.T) {
 	if body.Len() != 50 {
 		t.Errorf("Write consumed %d bytes beyond the range", 50-body.Len())
 	}
-	if got := fileSum(t, sess.DataPath()); got != sum(content) {
+	if got := fileSum(t, dataPath(sess)); got != sum(content) {
 		t.Fatalf("data file SHA-256 %s, want %s", got, sum(content))
 	}
 }
@@ -336,7 +355,7 @@ func TestWriteMultiFragmentDigest(t *testing.T) {
 			sess := create(t, store, "", "f.bin")
 			content := randBytes(uint64(size*7+frag), size)
 			upload(t, sess, content, frag)
-			if got := fileSum(t, sess.DataPath()); got != sum(content) {
+			if got := fileSum(t, dataPath(sess)); got != sum(content) {
 				t.Errorf("size %d frag %d: data SHA-256 %s, want %s", size, frag, got, sum(content))
 			}
 			if !bytes.Equal(sess.Digest(), sha(content)) {
@@ -344,8 +363,9 @@ func TestWriteMultiFragmentDigest(t *testing.T) {
 			}
 			// The last checkpoint is at most the upload's length, and only
 			// a multiple of CheckpointBytes: completion adds none.
-			if d := diskState(t, sess); d.HashOffset > int64(size) || (d.HashOffset > 0 && d.HashOffset < 100<<10) {
-				t.Errorf("size %d frag %d: state.json hash_offset %d", size, frag, d.HashOffset)
+			waitCheckpoint(t, sess)
+			if d := savedState(t, sess); d.HashOffset > int64(size) || (d.HashOffset > 0 && d.HashOffset < 100<<10) {
+				t.Errorf("size %d frag %d: saved hash_offset %d", size, frag, d.HashOffset)
 			}
 		}
 	}
@@ -387,14 +407,14 @@ func TestWriteRandomClient(t *testing.T) {
 				t.Fatalf("seed %d: %v moved Received from %d to %d", seed, action, recv, res.Received)
 			}
 			if action == protocol.Append {
-				fi, serr := os.Stat(sess.DataPath())
+				fi, serr := os.Stat(dataPath(sess))
 				if serr != nil || fi.Size() != res.Received {
 					t.Fatalf("seed %d: after %v at %d (short %v): result %+v, err %v; data file %v, %v",
 						seed, rg, recv, short, res, err, fi, serr)
 				}
 			}
 		}
-		if got := fileSum(t, sess.DataPath()); got != sum(content) {
+		if got := fileSum(t, dataPath(sess)); got != sum(content) {
 			t.Fatalf("seed %d: data SHA-256 %s, want %s", seed, got, sum(content))
 		}
 		if !bytes.Equal(sess.Digest(), sha(content)) {
@@ -449,10 +469,10 @@ func TestWriteShortBody(t *testing.T) {
 				t.Errorf("State().Received = %d, want %d", st.Received, tt.wantRec)
 			}
 			if tt.wantRec > 0 {
-				if size := fileSize(t, sess.DataPath()); size != tt.wantRec {
+				if size := fileSize(t, dataPath(sess)); size != tt.wantRec {
 					t.Errorf("data file %d bytes, want %d", size, tt.wantRec)
 				}
-				if got := fileSum(t, sess.DataPath()); got != sum(content[:tt.wantRec]) {
+				if got := fileSum(t, dataPath(sess)); got != sum(content[:tt.wantRec]) {
 					t.Errorf("kept bytes differ from the upload's prefix")
 				}
 			}
@@ -461,7 +481,7 @@ func TestWriteShortBody(t *testing.T) {
 			if !res.Complete {
 				t.Fatalf("resumed upload not complete: %+v", res)
 			}
-			if got := fileSum(t, sess.DataPath()); got != sum(content) {
+			if got := fileSum(t, dataPath(sess)); got != sum(content) {
 				t.Errorf("final data SHA-256 %s, want %s", got, sum(content))
 			}
 			if !bytes.Equal(sess.Digest(), sha(content)) {
@@ -476,17 +496,22 @@ func TestWriteAfterRemove(t *testing.T) {
 	sess := create(t, store, "", "f.bin")
 	content := randBytes(5, 100)
 	mustWrite(t, sess, content, 0, 49)
-	if _, err := store.Remove(t.Context(), sess.ID(), RemovedCancelled); err != nil {
+	l := lease(t, sess)
+	defer l.Release()
+	if _, err := l.Remove(RemovedCancelled); err != nil {
 		t.Fatal(err)
 	}
-	_, err := writeBody(t, sess, rng(50, 99, 100), unreadable{t})
+	_, err := l.Write(rng(50, 99, 100), unreadable{t}, WriteOptions{})
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Write on a removed session: %v, want ErrNotFound", err)
 	}
-	mustNotExist(t, sess.dir)
+	mustHaveNoFiles(t, store.Dir(), sess.ID())
+	if _, err := store.Acquire(t.Context(), sess.ID(), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Acquire of a removed session: %v, want ErrClosed", err)
+	}
 }
 
-// TestCheckpointAdvances checks that state.json's checkpoint follows
+// TestCheckpointAdvances checks that the state file's checkpoint follows
 // CheckpointBytes and CheckpointInterval, and that each checkpoint's hash
 // state is exactly the SHA-256 state of the checkpointed prefix.
 func TestCheckpointAdvances(t *testing.T) {
@@ -506,16 +531,17 @@ func TestCheckpointAdvances(t *testing.T) {
 		{2199, 0, 2200},  // 1100 since
 		{2209, 31, 2210}, // 10 bytes, but 31 s since
 		{2219, 10, 2210}, // 10 bytes, 10 s
-		{9999, 0, 10000}, // completion always checkpoints
+		{9999, 0, 2210},  // completion takes no checkpoint
 	}
 	var recv int64
 	for i, s := range steps {
 		clock.Advance(time.Duration(s.advance) * time.Second)
 		mustWrite(t, sess, content, recv, s.last)
 		recv = s.last + 1
+		waitCheckpoint(t, sess)
 		d := diskState(t, sess)
 		if d.HashOffset != s.wantOffset {
-			t.Fatalf("step %d (through %d): state.json hash_offset = %d, want %d", i, s.last, d.HashOffset, s.wantOffset)
+			t.Fatalf("step %d (through %d): state file hash_offset = %d, want %d", i, s.last, d.HashOffset, s.wantOffset)
 		}
 		if s.wantOffset > 0 {
 			h := sha256.New()
