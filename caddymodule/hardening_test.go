@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddy-bits/caddy-bits/client"
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -128,7 +129,7 @@ func TestHardeningEarlyAnswersReachTheClient(t *testing.T) {
 			return "/reserve.bin", frag(s.WireID, 0, size)
 		}, ack{status: 500, code: protocol.ErrorDiskFull}},
 		{"disk full", "", func(t *testing.T, srv *server) (string, map[string]string) {
-			fs := mountTmpfs(t, "4m")
+			fs := testutil.MountTmpfs(t, "4m")
 			srv.Root, srv.SessionDir = filepath.Join(fs, "root"), filepath.Join(fs, "sessions")
 			reloadConfig(srv, c)
 			s := create(t, c, srv.URL("/full.bin"))

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -125,49 +126,57 @@ func TestMkdirAllSyncedTopDown(t *testing.T) {
 
 // TestPlaceSyncsTopDown: placing an upload at a/b/c/f.bin, where a does
 // not exist, syncs the root, a and a/b (each holding a directory just
-// created) in that order, and a/b/c (holding the upload) last, after the
-// upload's bytes; linked from the session and placed straight alike.
+// created) in that order, then makes the upload durable: where an fsync of
+// the file commits its new name too, its bytes are written back before
+// the link and the file is fsynced once after it; elsewhere the file is
+// fsynced before the link and a/b/c (holding it) after. Linked from the
+// session and placed straight alike.
 func TestPlaceSyncsTopDown(t *testing.T) {
-	for _, straight := range []bool{false, true} {
-		name := "linked"
-		if straight {
-			name = "straight"
-		}
-		t.Run(name, func(t *testing.T) {
-			var rec syncRecorder
-			root := t.TempDir()
-			store := openStore(t, "", Options{fsync: rec.fsync})
-			content := randBytes(96, 3000)
-			sess := create(t, store, root, "a/b/c/f.bin")
+	for _, oneSync := range []bool{false, true} {
+		for _, straight := range []bool{false, true} {
+			name := fmt.Sprintf("linked/one sync %v", oneSync)
 			if straight {
-				if _, err := placeWriteOpts(t, sess, content, WriteOptions{Place: true}); err != nil {
-					t.Fatal(err)
-				}
-			} else {
-				upload(t, sess, content, 1000)
-				rec.reset()
-				if err := commit(t, sess, false); err != nil {
-					t.Fatal(err)
-				}
+				name = fmt.Sprintf("straight/one sync %v", oneSync)
 			}
-			dest := filepath.Join(root, "a", "b", "c", "f.bin")
-			if !bytes.Equal(mustRead(t, dest), content) {
-				t.Fatal("destination differs from the upload")
-			}
-			got := rec.among(t, map[string]string{
-				"upload": dest, "root": root,
-				"a": filepath.Join(root, "a"), "a/b": filepath.Join(root, "a", "b"), "a/b/c": filepath.Join(root, "a", "b", "c"),
+			t.Run(name, func(t *testing.T) {
+				var rec, wb syncRecorder
+				root := t.TempDir()
+				store := openStore(t, "", Options{
+					fsync:         rec.fsync,
+					writeBack:     wb.fsync,
+					syncsNewNames: func(*os.File) bool { return oneSync },
+				})
+				content := randBytes(96, 3000)
+				sess := create(t, store, root, "a/b/c/f.bin")
+				if straight {
+					if _, err := placeWriteOpts(t, sess, content, WriteOptions{Place: true}); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					upload(t, sess, content, 1000)
+					rec.reset()
+					if err := commit(t, sess, false); err != nil {
+						t.Fatal(err)
+					}
+				}
+				dest := filepath.Join(root, "a", "b", "c", "f.bin")
+				if !bytes.Equal(mustRead(t, dest), content) {
+					t.Fatal("destination differs from the upload")
+				}
+				names := map[string]string{
+					"upload": dest, "root": root,
+					"a": filepath.Join(root, "a"), "a/b": filepath.Join(root, "a", "b"), "a/b/c": filepath.Join(root, "a", "b", "c"),
+				}
+				got, wrote := rec.among(t, names), wb.among(t, names)
+				want, wantWrote := []string{"root", "a", "a/b", "upload", "a/b/c"}, []string(nil)
+				if oneSync {
+					want, wantWrote = []string{"root", "a", "a/b", "upload"}, []string{"upload"}
+				}
+				if !slices.Equal(got, want) || !slices.Equal(wrote, wantWrote) {
+					t.Errorf("fsyncs %v and write-backs %v, want %v and %v", got, wrote, want, wantWrote)
+				}
 			})
-			// A linked upload's data file is synced before anything else;
-			// a straight one is staged in a/b/c, so after its directories.
-			want := []string{"upload", "root", "a", "a/b", "a/b/c"}
-			if straight {
-				want = []string{"root", "a", "a/b", "upload", "a/b/c"}
-			}
-			if !slices.Equal(got, want) {
-				t.Errorf("fsyncs %v, want %v", got, want)
-			}
-		})
+		}
 	}
 }
 

@@ -98,7 +98,13 @@ func (j *journal) load(name string, expiry time.Time) error {
 		case "X":
 			guid, secs, _ := strings.Cut(rest, " ")
 			id, at, ok := parseTombstone(guid, secs)
-			if ok && at.After(expiry) {
+			if !ok {
+				continue
+			}
+			// Closed: its state no longer counts, even once the
+			// tombstone itself has expired.
+			delete(j.states, id)
+			if at.After(expiry) {
 				j.insertTomb(id, at)
 			}
 		case "S":
@@ -113,6 +119,9 @@ func (j *journal) load(name string, expiry time.Time) error {
 		default:
 			// An earlier version's closed log: "<guid> <unix seconds>".
 			id, at, ok := parseTombstone(kind, rest)
+			if ok {
+				delete(j.states, id)
+			}
 			if ok && at.After(expiry) {
 				j.insertTomb(id, at)
 			}

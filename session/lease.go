@@ -262,6 +262,14 @@ func (l *Lease) placeStraight(rng protocol.Range, body io.Reader, opts WriteOpti
 	if aerr != nil {
 		return n, aerr
 	}
+	if s.State().Total > 0 && n > 0 {
+		// The journal's state may still name the staged file, which was
+		// never placed; record that the bytes are in the session now.
+		s.update(func(st *State) { st.Received = n })
+		if jerr := s.journalState(); jerr != nil {
+			return n, jerr
+		}
+	}
 	return n, err
 }
 

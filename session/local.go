@@ -49,8 +49,8 @@ func (ls *LocalStorage) CheckDestination(_ context.Context, dest Destination, ov
 }
 
 // Data implements [Storage].
-func (ls *LocalStorage) Data(_ context.Context, id protocol.SessionID, rec json.RawMessage, _ Journal) (Data, error) {
-	d := &localData{ls: ls, path: filepath.Join(ls.dir, id.Bare()+dataSuffix)}
+func (ls *LocalStorage) Data(_ context.Context, id protocol.SessionID, rec json.RawMessage, j Journal) (Data, error) {
+	d := &localData{ls: ls, j: j, path: filepath.Join(ls.dir, id.Bare()+dataSuffix)}
 	if len(rec) > 0 {
 		if err := json.Unmarshal(rec, &d.rec); err != nil {
 			return nil, fmt.Errorf("decoding the record of session %s: %w", id, err)
@@ -71,8 +71,9 @@ func (ls *LocalStorage) Data(_ context.Context, id protocol.SessionID, rec json.
 }
 
 // localRecord is what the local storage records in a session's state: the
-// identity of an upload that was staged and placed without a data file,
-// so that recovery can recognise it at its destination.
+// identity of an upload placed as a file other than the session's data
+// file (staged next to its destination, or copied there across file
+// systems), so that recovery can recognise it at its destination.
 type localRecord struct {
 	Dev uint64 `json:"dev,omitempty"`
 	Ino uint64 `json:"ino,omitempty"`
@@ -81,6 +82,7 @@ type localRecord struct {
 // localData is the data file of one session.
 type localData struct {
 	ls   *LocalStorage
+	j    Journal
 	path string
 	rec  localRecord
 	size atomic.Int64
@@ -219,7 +221,24 @@ func (d *localData) Place(_ context.Context, dest Destination, overwrite bool) e
 		return fmt.Errorf("opening data file: %w", err)
 	}
 	defer f.Close()
-	return placeFile(r, dest.Path, f, "."+filepath.Base(d.path)+".bits-tmp", overwrite, d.ls.sy)
+	if err := placeFile(r, dest.Path, f, "."+filepath.Base(d.path)+".bits-tmp", overwrite, d.ls.sy); err != nil {
+		return err
+	}
+	if d.placedIn(r, dest.Path) {
+		return nil
+	}
+	// Copied, not linked: record the copy's identity, so that a restart
+	// recognises it.
+	fi, err := r.Lstat(dest.Path)
+	if err != nil {
+		return fmt.Errorf("reading placed upload: %w", err)
+	}
+	d.rec.Dev, d.rec.Ino = fileID(fi)
+	b, err := json.Marshal(d.rec)
+	if err != nil {
+		return err
+	}
+	return d.j.Record(b, false)
 }
 
 // Placed implements [Data].

@@ -231,10 +231,11 @@ func (s *Store) migrate() error {
 		}
 		dir := filepath.Join(s.activeDir, e.Name())
 		id, err := protocol.ParseSessionID("{" + e.Name() + "}")
-		if err == nil && id.Bare() == e.Name() {
-			if err = s.migrateOne(dir, id); err != nil {
-				s.logger.Warn("discarding a session of an earlier version", zap.String("session_id", id.Wire()), zap.Error(err))
-			}
+		if err != nil || id.Bare() != e.Name() {
+			continue // not a session's; recover reports it
+		}
+		if err = s.migrateOne(dir, id); err != nil {
+			s.logger.Warn("discarding a session of an earlier version", zap.String("session_id", id.Wire()), zap.Error(err))
 		}
 		if err := os.RemoveAll(dir); err != nil {
 			return fmt.Errorf("removing %s: %w", dir, err)

@@ -229,13 +229,14 @@ func (s *Session) save() error {
 	return nil
 }
 
-// Record implements [Journal] for the session's Data.
+// Record implements [Journal] for the session's Data: the record is
+// written at once, where the state is kept (see save).
 func (s *Session) Record(rec json.RawMessage, durable bool) error {
 	s.update(func(st *State) { st.Data = append(json.RawMessage(nil), rec...) })
 	if durable {
 		return s.persist(true)
 	}
-	return nil
+	return s.save()
 }
 
 // openData returns the session's Data, opening it on first use. The

@@ -59,10 +59,9 @@ type Storage interface {
 // object store already holds) in its session's state, so that a recovered
 // session finds its bytes again.
 type Journal interface {
-	// Record stores rec as the holder's record in the session's state.
-	// With durable set it is on disk, surviving a power loss, before
-	// Record returns; otherwise it is written with the session's next
-	// state update.
+	// Record stores rec as the holder's record in the session's state
+	// and writes the state before it returns, so that a process crash
+	// keeps it; with durable set, a power loss too.
 	Record(rec json.RawMessage, durable bool) error
 }
 

@@ -56,9 +56,11 @@ type Options struct {
 	// Now returns the current time. Default: time.Now. For tests.
 	Now func() time.Time
 
-	// fsync syncs files and directories, and syncsNewNames tells whether
-	// an fsync of a file commits its new names; tests replace them.
+	// fsync syncs files and directories, writeBack writes a file's data
+	// back, and syncsNewNames tells whether an fsync of a file commits its
+	// new names; tests replace them.
 	fsync         func(*os.File) error
+	writeBack     func(*os.File) error
 	syncsNewNames func(*os.File) bool
 }
 
@@ -202,6 +204,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		ls.sy.fsync = s.fsync
 		if opts.syncsNewNames != nil {
 			ls.sy.syncsNewNames = opts.syncsNewNames
+		}
+		if opts.writeBack != nil {
+			ls.sy.writeBack = opts.writeBack
 		}
 		s.storage = ls
 	}
