@@ -35,10 +35,7 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *pro
 		h.answer(w, r, pkt, err)
 		return
 	}
-	maxPerUser := h.MaxSessionsPerUser
-	if maxPerUser < 0 {
-		maxPerUser = 0
-	}
+	maxPerUser := max(h.MaxSessionsPerUser, 0) // negative: off
 	sess, err := h.store.Create(session.CreateInfo{
 		Root:        root,
 		Path:        rel,

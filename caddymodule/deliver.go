@@ -47,8 +47,7 @@ func (h *Handler) notifier(r *http.Request) func(context.Context, *session.Deliv
 		info, err := h.deliver(ctx, r, d)
 		elapsed := time.Since(start)
 		result := notifySuccess
-		var de *deliveryError
-		if errors.As(err, &de) {
+		if de, ok := errors.AsType[*deliveryError](err); ok {
 			result = de.result
 		} else if err != nil {
 			result = notifyLocalError
@@ -72,8 +71,7 @@ func (h *Handler) notifier(r *http.Request) func(context.Context, *session.Deliv
 					"result":      result,
 					"reason":      err.Error(),
 				}
-				var perr *protocol.Error
-				if errors.As(err, &perr) {
+				if perr, ok := errors.AsType[*protocol.Error](err); ok {
 					data["status"] = perr.Status
 					data["error_code"] = perr.Code.String()
 				}

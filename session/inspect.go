@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +51,6 @@ func Stored(dir string) ([]protocol.SessionID, error) {
 	for id := range ids {
 		out = append(out, id)
 	}
-	sort.Slice(out, func(i, k int) bool { return out[i] < out[k] })
+	slices.Sort(out)
 	return out, nil
 }

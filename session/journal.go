@@ -148,16 +148,15 @@ func parseTombstone(guid, secs string) (protocol.SessionID, time.Time, bool) {
 // sealedID returns the session id inside a sealed state without checking
 // it; the store checks the seal when it loads the state.
 func sealedID(sealed string) (protocol.SessionID, bool) {
-	i := strings.Index(sealed, `"id":"`)
-	if i < 0 {
+	_, rest, ok := strings.Cut(sealed, `"id":"`)
+	if !ok {
 		return "", false
 	}
-	rest := sealed[i+len(`"id":"`):]
-	end := strings.IndexByte(rest, '"')
-	if end < 0 {
+	raw, _, ok := strings.Cut(rest, `"`)
+	if !ok {
 		return "", false
 	}
-	id, err := protocol.ParseSessionID(rest[:end])
+	id, err := protocol.ParseSessionID(raw)
 	return id, err == nil
 }
 

@@ -150,7 +150,7 @@ func checkDestinationNames(root, rel string) error {
 	if rel == "" || path.IsAbs(rel) || path.Clean(rel) != rel {
 		return fmt.Errorf("%w: path %q is not a clean relative path", ErrInvalidDestination, rel)
 	}
-	for _, name := range strings.Split(rel, "/") {
+	for name := range strings.SplitSeq(rel, "/") {
 		switch {
 		case name == "." || name == ".." || name == "":
 			return fmt.Errorf("%w: path %q has a %q name", ErrInvalidDestination, rel, name)

@@ -372,9 +372,9 @@ func (w *rawWorker) readMinimal() error {
 	if n < 12 || string(b[9:12]) != "200" {
 		return fmt.Errorf("response %q", b[:min(n, 12)])
 	}
-	if i := bytes.Index(b, []byte("Session-Id: ")); i >= 0 {
-		v := b[i+len("Session-Id: "):]
-		w.sid = append(w.sid[:0], v[:bytes.IndexByte(v, '\r')]...)
+	if _, v, ok := bytes.Cut(b, []byte("Session-Id: ")); ok {
+		v, _, _ = bytes.Cut(v, []byte("\r"))
+		w.sid = append(w.sid[:0], v...)
 	}
 	return nil
 }
