@@ -27,6 +27,11 @@ func protocolError(err error) (perr *protocol.Error, serverFault bool) {
 	switch {
 	case errors.Is(err, session.ErrNotFound), errors.Is(err, session.ErrClosed):
 		return protocol.SessionNotFound("%v", err), false
+	case errors.Is(err, session.ErrDataLost):
+		// The client starts over with a new session.
+		return protocol.SessionNotFound("%v", err), true
+	case errors.Is(err, session.ErrStorageUnavailable):
+		return protocol.Errorf(http.StatusServiceUnavailable, protocol.HTTPError(http.StatusServiceUnavailable), "%v", err), true
 	case errors.Is(err, session.ErrStoreClosed):
 		// The server is shutting down or reloading: try again.
 		return protocol.Errorf(http.StatusServiceUnavailable, protocol.HTTPError(http.StatusServiceUnavailable), "%v", err), false

@@ -28,6 +28,8 @@ func TestProtocolError(t *testing.T) {
 		{wrap(session.ErrNotFound), 500, protocol.BGSessionNotFound, false},
 		{wrap(session.ErrClosed), 500, protocol.BGSessionNotFound, false},
 		{wrap(session.ErrStoreClosed), 503, protocol.HTTPError(503), false},
+		{wrap(session.ErrStorageUnavailable), 503, protocol.HTTPError(503), true},
+		{wrap(session.ErrDataLost), 500, protocol.BGSessionNotFound, true},
 		{wrap(session.ErrTotalChanged), 400, protocol.EInvalidArg, false},
 		{wrap(session.ErrDestinationIsDir), 400, protocol.EInvalidArg, false},
 		{wrap(session.ErrDestinationExists), 403, protocol.EAccessDenied, false},

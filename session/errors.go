@@ -39,6 +39,16 @@ var (
 	ErrLimitReached = errors.New("too many open sessions for this user")
 	// ErrStoreClosed means the store was shut down.
 	ErrStoreClosed = errors.New("session store is closed")
+	// ErrStorageUnavailable means the storage could not be reached or
+	// answered with a failure that may pass (an object store that is down
+	// or slow); nothing acknowledged is lost, and the request can be
+	// retried later.
+	ErrStorageUnavailable = errors.New("storage is unavailable")
+	// ErrDataLost means the storage no longer holds what the session had
+	// stored there (an object store expired an unfinished multipart
+	// upload, say); the session cannot continue, and its client must
+	// start over.
+	ErrDataLost = errors.New("storage lost the session's data")
 	// ErrInterrupted means a newer request for the same session took it
 	// over while this one was reading its body; the bytes that arrived
 	// are kept.

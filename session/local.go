@@ -12,8 +12,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-
-	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
 // LocalStorage is the [Storage] of the local file system: a session's
@@ -49,10 +47,11 @@ func (ls *LocalStorage) CheckDestination(_ context.Context, dest Destination, ov
 }
 
 // Data implements [Storage].
-func (ls *LocalStorage) Data(_ context.Context, id protocol.SessionID, rec json.RawMessage, j Journal) (Data, error) {
-	d := &localData{ls: ls, j: j, path: filepath.Join(ls.dir, id.Bare()+dataSuffix)}
-	if len(rec) > 0 {
-		if err := json.Unmarshal(rec, &d.rec); err != nil {
+func (ls *LocalStorage) Data(_ context.Context, ref DataRef) (Data, error) {
+	id := ref.ID
+	d := &localData{ls: ls, j: ref.Journal, path: filepath.Join(ls.dir, id.Bare()+dataSuffix)}
+	if len(ref.Record) > 0 {
+		if err := json.Unmarshal(ref.Record, &d.rec); err != nil {
 			return nil, fmt.Errorf("decoding the record of session %s: %w", id, err)
 		}
 	}

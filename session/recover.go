@@ -138,7 +138,7 @@ func (s *Store) recoverOne(st *State, stateFile, inJournal bool) (*Session, erro
 	if _, err := os.Lstat(sess.ReplyPath()); err == nil {
 		sess.hasReply = true
 	}
-	data, err := s.storage.Data(context.Background(), st.ID, st.Data, sess)
+	data, err := s.storage.Data(context.Background(), DataRef{ID: st.ID, Total: st.Total, Dest: st.Destination(), Record: st.Data, Journal: sess})
 	if err != nil {
 		return nil, err
 	}

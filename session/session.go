@@ -246,9 +246,9 @@ func (s *Session) openData() (Data, error) {
 		return s.data, nil
 	}
 	s.mu.Lock()
-	rec := s.st.Data
+	ref := DataRef{ID: s.id, Total: s.st.Total, Dest: s.st.Destination(), Record: s.st.Data, Journal: s}
 	s.mu.Unlock()
-	d, err := s.store.storage.Data(context.Background(), s.id, rec, s)
+	d, err := s.store.storage.Data(context.Background(), ref)
 	if err != nil {
 		return nil, err
 	}

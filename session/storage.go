@@ -49,10 +49,25 @@ type Storage interface {
 	CheckDestination(ctx context.Context, dest Destination, overwrite bool) error
 
 	// Data returns the holder of one session's bytes. For a new session
-	// rec is nil and nothing is stored before the first Append. For a
-	// recovered one, rec is the last record the holder gave to its
+	// ref.Record is nil and nothing is stored before the first Append. For
+	// a recovered one, it is the last record the holder gave to its
 	// journal, and Data finds the bytes the session held.
-	Data(ctx context.Context, id protocol.SessionID, rec json.RawMessage, j Journal) (Data, error)
+	Data(ctx context.Context, ref DataRef) (Data, error)
+}
+
+// DataRef names the bytes of one session for [Storage.Data].
+type DataRef struct {
+	// ID is the session's id.
+	ID protocol.SessionID
+	// Total is the upload's length, or -1 while no fragment announced it.
+	// It is known before the first byte is appended.
+	Total int64
+	// Dest is where the upload is to be placed.
+	Dest Destination
+	// Record is the holder's last record (see Journal), or nil.
+	Record json.RawMessage
+	// Journal records the holder's progress in the session's state.
+	Journal Journal
 }
 
 // Journal is how a [Data] records its own progress (such as the parts an
