@@ -40,6 +40,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		min_free_space <size>
 //		drain_limit <size>
 //		drain_timeout <duration>
+//		storage local|s3 { ... }
 //		disable_metrics
 //		notify <url> {
 //			type value|reference
@@ -142,6 +143,23 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.DisableMetrics = true
+		case "storage":
+			if h.StorageRaw != nil {
+				return d.Err("storage already specified")
+			}
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			modID := "http.handlers.bits_upload.storage." + name
+			unm, err := caddyfile.UnmarshalModule(d, modID)
+			if err != nil {
+				return err
+			}
+			if _, ok := unm.(Storage); !ok {
+				return d.Errf("module %s is not a bits_upload storage", modID)
+			}
+			h.StorageRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
 		case "notify":
 			if h.Notify != nil {
 				return d.Err("notify already specified")

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"encoding/json"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -187,7 +188,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			}
 			// Compare only the configuration (exported) fields; the
 			// unexported ones must stay zero after parsing.
-			if *got != tc.want {
+			if !reflect.DeepEqual(*got, tc.want) {
 				t.Errorf("UnmarshalCaddyfile(%q)\n got: %+v\nwant: %+v", tc.input, *got, tc.want)
 			}
 		})

@@ -103,7 +103,11 @@ func (h *Handler) checkSpace(root string, need int64) error {
 		}
 		return nil
 	}
-	for _, dir := range []string{h.store.Dir(), root} {
+	dirs := []string{h.store.Dir()}
+	if h.storage.Local() {
+		dirs = append(dirs, root)
+	}
+	for _, dir := range dirs {
 		free, err := session.FreeSpace(dir)
 		if err != nil || free < 0 {
 			continue

@@ -153,7 +153,7 @@ func (h *Handler) destination(r *http.Request) (root, rel string, err error) {
 	if runtime.GOOS == "windows" && (strings.Contains(rel, ":") || caddyhttp.HasWindowsShortName(rel)) {
 		return "", "", protocol.BadRequest("invalid destination %q for this system", rel)
 	}
-	if h.root.static != "" {
+	if h.root.static != "" || !h.storage.Local() {
 		return h.root.static, rel, nil
 	}
 	root, err = h.root.expand(replacer(r))

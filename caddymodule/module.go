@@ -4,6 +4,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -152,6 +153,15 @@ type Handler struct {
 	// answered with ERROR_DISK_FULL, and no stored byte is lost).
 	MinFreeSpace int64 `json:"min_free_space,omitempty"`
 
+	// Where the bytes of uploads in progress are kept and where finished
+	// uploads are placed: a module of the http.handlers.bits_upload.storage
+	// namespace. "local" keeps them in session_dir and places uploads below
+	// root; "s3" keeps them in an S3-compatible bucket, with at most one
+	// part of each upload in session_dir, and places uploads as objects
+	// (root is then not used). One session_dir serves one storage.
+	// Default: local.
+	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=http.handlers.bits_upload.storage inline_key=module"`
+
 	// Turns off the handler's Prometheus metrics (caddy_bits_upload_*).
 	// Default: false, metrics on.
 	DisableMetrics bool `json:"disable_metrics,omitempty"`
@@ -161,6 +171,7 @@ type Handler struct {
 	storeUser  *storeUser
 	obs        *observer
 	root       *rootTemplate
+	storage    Storage
 	sessionDir string // the session directory with symbolic links resolved
 	hostID     string
 	logger     *zap.Logger
@@ -207,10 +218,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.sessionDir, err = filepath.EvalSymlinks(dir); err != nil {
 		return fmt.Errorf("resolving session_dir %q: %v", dir, err)
 	}
+	if h.storage, err = h.loadStorage(ctx); err != nil {
+		return err
+	}
+	if !h.storage.Local() {
+		// Destinations are keys; the root plays no part.
+		h.Root = "/"
+	}
 	if h.root, err = parseRootTemplate(h.Root); err != nil {
 		return err
 	}
-	if h.root.static != "" {
+	if h.root.static != "" && h.storage.Local() {
 		if err := os.MkdirAll(h.root.static, 0o755); err != nil {
 			return fmt.Errorf("creating root: %v", err)
 		}
@@ -259,7 +277,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	// The store is keyed by its resolved directory, so that two names of
 	// one directory share one store.
-	store, err := acquireStore(h.sessionDir, time.Duration(h.SessionTimeout))
+	store, err := acquireStore(ctx, h.sessionDir, time.Duration(h.SessionTimeout), h.storage)
 	if err != nil {
 		return err
 	}

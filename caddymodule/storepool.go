@@ -27,7 +27,8 @@ var stores = caddy.NewUsagePool()
 // config's settings as they were.
 type pooledStore struct {
 	*session.Store
-	obs atomic.Pointer[observer]
+	storageKey string
+	obs        atomic.Pointer[observer]
 
 	mu    sync.Mutex
 	users []*storeUser
@@ -78,12 +79,18 @@ func (p *pooledStore) apply() {
 	p.obs.Store(last.obs)
 }
 
-// acquireStore returns the store for dir, opening it if this is its first
-// user.
-func acquireStore(dir string, timeout time.Duration) (*pooledStore, error) {
-	v, _, err := stores.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		p := new(pooledStore)
-		st, err := session.Open(dir, session.Options{
+// acquireStore returns the store for dir, opening it with the storage
+// if this is its first user. A store in use with another storage is
+// refused: its sessions' bytes are in that one.
+func acquireStore(ctx caddy.Context, dir string, timeout time.Duration, storage Storage) (*pooledStore, error) {
+	v, loaded, err := stores.LoadOrNew(dir, func() (caddy.Destructor, error) {
+		p := &pooledStore{storageKey: storage.StorageKey()}
+		st, err := storage.OpenStorage(ctx, dir)
+		if err != nil {
+			return nil, fmt.Errorf("opening storage: %w", err)
+		}
+		store, err := session.Open(dir, session.Options{
+			Storage: st,
 			Timeout: timeout,
 			Logger:  caddy.Log().Named("http.handlers.bits_upload.store"),
 			OnRemove: func(st session.State, reason session.RemoveReason) {
@@ -93,11 +100,17 @@ func acquireStore(dir string, timeout time.Duration) (*pooledStore, error) {
 		if err != nil {
 			return nil, fmt.Errorf("opening session_dir: %w", err)
 		}
-		p.Store = st
+		p.Store = store
 		return p, nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	return v.(*pooledStore), nil
+	p := v.(*pooledStore)
+	if loaded && p.storageKey != storage.StorageKey() {
+		_, _ = stores.Delete(dir)
+		return nil, fmt.Errorf("session_dir %s is in use with storage %s; a session_dir serves one storage, so give storage %s another one",
+			dir, p.storageKey, storage.StorageKey())
+	}
+	return p, nil
 }
