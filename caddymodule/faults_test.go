@@ -19,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -687,10 +686,8 @@ func TestBinaryFaultDiskFull(t *testing.T) {
 	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/full/big.bin"
 
 	filler := filepath.Join(mnt, "filler")
-	if err := os.WriteFile(filler, bytes.Repeat([]byte{0xAA}, 4<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	free := faultFree(t, mnt)
+	testutil.WriteFiller(t, filler, 4<<20)
+	free := testutil.FreeSpace(t, mnt)
 	const size, frag = 6 << 20, 256 << 10
 	data := randomBytes(t, size)
 	t.Logf("tmpfs of 8 MiB with a 4 MiB filler: %d bytes free; uploading %d bytes in fragments of %d", free, size, frag)
@@ -766,7 +763,7 @@ func TestBinaryFaultDiskFull(t *testing.T) {
 		t.Fatalf("data file: %d bytes, sha256 %s; want the first %d bytes of the upload, sha256 %s",
 			len(onDisk), sha(onDisk), held, sha(data[:held]))
 	}
-	t.Logf("session %s holds the first %d bytes, intact; %d bytes free", res.SessionID, held, faultFree(t, mnt))
+	t.Logf("session %s holds the first %d bytes, intact; %d bytes free", res.SessionID, held, testutil.FreeSpace(t, mnt))
 	assertNoFile(t, filepath.Join(root, "full", "big.bin"))
 
 	// Free the space and resume the same session from the server's offset.
@@ -957,14 +954,4 @@ func TestBinaryFaultSlowloris(t *testing.T) {
 	if dirs := sessionDirs(t, sessionDir); len(dirs) != 0 {
 		t.Errorf("sessions left: %v", dirs)
 	}
-}
-
-// faultFree returns the bytes available on the file system of path.
-func faultFree(t *testing.T, path string) int64 {
-	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return int64(st.Bavail) * int64(st.Bsize)
 }

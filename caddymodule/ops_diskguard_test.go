@@ -1,11 +1,8 @@
 package caddymodule_test
 
 import (
-	"bytes"
-	"errors"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 
 	"github.com/caddy-bits/caddy-bits/internal/testutil"
@@ -14,45 +11,6 @@ import (
 
 // opsDiskFull is the Ack of a request refused for lack of disk space.
 var opsDiskFull = ack{status: 500, code: protocol.ErrorDiskFull}
-
-// opsFreeSpace returns the bytes available on the file system of path.
-func opsFreeSpace(t *testing.T, path string) int64 {
-	t.Helper()
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return int64(st.Bavail) * int64(st.Bsize)
-}
-
-// opsFiller writes a file of n bytes.
-func opsFiller(t *testing.T, path string, n int) {
-	t.Helper()
-	if err := os.WriteFile(path, bytes.Repeat([]byte{0xAA}, n), 0o644); err != nil {
-		t.Fatalf("writing filler %s: %v", path, err)
-	}
-}
-
-// opsFillUp writes path until the file system is full.
-func opsFillUp(t *testing.T, path string) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, chunk := range []int{1 << 20, 4096, 1} {
-		buf := make([]byte, chunk)
-		for {
-			if _, err := f.Write(buf); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatalf("filling %s: %v", path, err)
-				}
-				break
-			}
-		}
-	}
-}
 
 // opsDataFile checks that a session's data file holds exactly want.
 func opsDataFile(t *testing.T, srv *server, id protocol.SessionID, want []byte) {
@@ -83,14 +41,14 @@ func TestOpsMinFreeSpace(t *testing.T) {
 	c.FragmentSize = MiB
 
 	// 2.5 MiB of filler leaves about 5.5 MiB.
-	opsFiller(t, filepath.Join(fs, "filler1"), 5*MiB/2)
+	testutil.WriteFiller(t, filepath.Join(fs, "filler1"), 5*MiB/2)
 	data := randomBytes(t, 5*MiB)
 	s := create(t, c, srv.URL("/guard/big.bin"))
 	for i := int64(0); i < 3; i++ {
 		checkAck(t, fragment(t, s, data, i*MiB, (i+1)*MiB-1), ack{status: 200, headers: received(itoa(int((i + 1) * MiB)))})
 	}
 	// About 2.5 MiB free: one more MiB would leave less than 2 MiB.
-	if free := opsFreeSpace(t, fs); free < 2*MiB+MiB/4 || free > 3*MiB {
+	if free := testutil.FreeSpace(t, fs); free < 2*MiB+MiB/4 || free > 3*MiB {
 		t.Fatalf("%d bytes free, the test expects about 2.5 MiB", free)
 	}
 	checkAck(t, fragment(t, s, data, 3*MiB, 4*MiB-1), opsDiskFull)
@@ -102,8 +60,8 @@ func TestOpsMinFreeSpace(t *testing.T) {
 	extra := create(t, c, srv.URL("/guard/extra.bin"))
 
 	// Below the reserve, Create-Session is refused too, and leaves nothing.
-	opsFiller(t, filepath.Join(fs, "filler2"), MiB)
-	if free := opsFreeSpace(t, fs); free >= 2*MiB {
+	testutil.WriteFiller(t, filepath.Join(fs, "filler2"), MiB)
+	if free := testutil.FreeSpace(t, fs); free >= 2*MiB {
 		t.Fatalf("%d bytes free, want less than 2 MiB", free)
 	}
 	before := sessionDirs(t, srv.SessionDir)
@@ -144,7 +102,7 @@ func TestOpsDiskFull(t *testing.T) {
 	checkAck(t, fragment(t, s, data, 0, MiB-1), ack{status: 200, headers: received(itoa(MiB))})
 	other := create(t, c, srv.URL("/full/other.bin"))
 
-	opsFillUp(t, filepath.Join(fs, "filler"))
+	testutil.FillUp(t, filepath.Join(fs, "filler"))
 	checkAck(t, fragment(t, s, data, MiB, 2*MiB-1), opsDiskFull)
 	opsDataFile(t, srv, s.ID, data[:MiB])
 	checkAck(t, fragment(t, s, data, MiB, 3*MiB-1), opsDiskFull)
@@ -189,7 +147,7 @@ func TestOpsMinFreeSpaceEitherFileSystem(t *testing.T) {
 			data := randomBytes(t, MiB)
 			s := create(t, c, srv.URL("/either/a.bin"))
 
-			opsFiller(t, filepath.Join(fs, "filler"), 7*MiB)
+			testutil.WriteFiller(t, filepath.Join(fs, "filler"), 7*MiB)
 			checkAck(t, opsCreateAck(t, c, srv.URL("/either/b.bin")), opsDiskFull)
 			checkAck(t, fragment(t, s, data, 0, MiB-1), opsDiskFull)
 			if dirs := sessionDirs(t, srv.SessionDir); len(dirs) != 1 || dirs[0] != s.ID.Bare() {
