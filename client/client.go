@@ -111,10 +111,6 @@ type Client struct {
 	// upload goes back to the original URL. Meant for tests.
 	HostIDFallbackOverride time.Duration
 
-	// Progress, when set, is called after every fragment Ack (200 or 416)
-	// of an upload, from the goroutine running the upload.
-	Progress func(Progress)
-
 	once sync.Once
 	hc   *http.Client
 }
@@ -367,51 +363,19 @@ func (c *Client) Ping(ctx context.Context, url string) error {
 // To cancel a session whose id is not a braced GUID, use
 // [Client.ResumeSession] and [Session.Cancel].
 func (c *Client) Cancel(ctx context.Context, url string, id protocol.SessionID) error {
-	r := &retrier{c: c, ctx: ctx, max: c.maxRetries()}
-	s := c.ResumeSession(url, id.Wire())
-	needPing := false
-	for {
-		if needPing {
-			if err := c.Ping(ctx, url); err != nil {
-				if e := r.failed(protocol.PacketPing, err, isFatal(protocol.PacketPing, err)); e != nil {
-					return e
-				}
-				continue
-			}
-			needPing = false
-		}
-		a, err := s.Cancel(ctx)
-		if err != nil {
-			if e := r.failed(protocol.PacketCancelSession, err, false); e != nil {
-				return e
-			}
-			needPing = true
-			continue
-		}
-		switch decide(protocol.PacketCancelSession, a) {
-		case actOK:
-			return nil
-		case actTransient:
-			if e := r.failed(protocol.PacketCancelSession, a.Err(protocol.PacketCancelSession), false); e != nil {
-				return e
-			}
-		default:
-			return a.Err(protocol.PacketCancelSession)
-		}
+	const p = protocol.PacketCancelSession
+	x := c.newExchanger(ctx, url)
+	x.sess = c.ResumeSession(url, id.Wire())
+	a, act, err := x.exchange(p, func(url string) (*Ack, error) {
+		return c.send(ctx, url, p.String(), x.sess.WireID, nil, nil)
+	})
+	if err != nil {
+		return err
 	}
-}
-
-// isFatal reports whether an error returned by Ping (or another packet
-// function that returns *Error for Acks) must not be retried.
-func isFatal(p protocol.PacketType, err error) bool {
-	var be *Error
-	if !errors.As(err, &be) {
-		return false // transport error
+	if act != actOK {
+		return a.Err(p)
 	}
-	if be.Ack == nil || success(p, be.Ack.Status) {
-		return true // the server answered, but broke the protocol
-	}
-	return decide(p, be.Ack) != actTransient
+	return nil
 }
 
 // retrier counts consecutive failures without progress and waits between
@@ -421,6 +385,11 @@ type retrier struct {
 	ctx      context.Context
 	max      int
 	failures int
+}
+
+// newRetrier returns the retrier of one operation.
+func (c *Client) newRetrier(ctx context.Context) retrier {
+	return retrier{c: c, ctx: ctx, max: c.maxRetries()}
 }
 
 // progress records forward progress, which resets the failure count.

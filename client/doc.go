@@ -48,4 +48,7 @@
 //		return err
 //	}
 //	log.Printf("uploaded %d bytes in session %s", res.Size, res.SessionID)
+//
+// A Client holds no per-upload state: progress callbacks, reply sinks and
+// the like are [UploadOptions], so one Client serves concurrent uploads.
 package client

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
@@ -36,6 +35,10 @@ type UploadOptions struct {
 	// Close-Session packets, as Windows clients send the local file name.
 	// [Client.UploadFile] defaults it to the file's base name.
 	ContentName string
+	// Progress, when set, is called after every fragment Ack (200 or 416)
+	// of the upload, from the goroutine running the upload. It is nil by
+	// default.
+	Progress func(Progress)
 }
 
 // Result describes an upload. Upload returns it also with an error, then
@@ -103,11 +106,12 @@ func (c *Client) Upload(ctx context.Context, url string, src io.ReaderAt, size i
 		return res, err
 	}
 	up := &upload{
-		c: c, ctx: ctx, orig: url, origURL: u, src: src, size: size, opts: *opts, res: res,
-		r:        retrier{c: c, ctx: ctx, max: c.maxRetries()},
+		c: c, ctx: ctx, origURL: u, src: src, size: size, opts: *opts, res: res,
+		x:        c.newExchanger(ctx, url),
 		fragSize: c.fragmentSize(),
 		minFrag:  c.minFragmentSize(),
 	}
+	up.x.onFallback = up.fellBack
 	up.buf = make([]byte, min(up.fragSize, size))
 	return res, up.run()
 }
@@ -173,29 +177,26 @@ func (e *restartError) Unwrap() error { return e.err }
 type upload struct {
 	c       *Client
 	ctx     context.Context
-	orig    string
 	origURL *url.URL
 	src     io.ReaderAt
 	size    int64
 	opts    UploadOptions
 	res     *Result
 
-	r        retrier
+	x        *exchanger
 	fragSize int64
 	minFrag  int64
 	buf      []byte
-
-	sess     *Session // nil before Create-Session
 	acked    int64
-	onHost   bool // packets go to the BITS-Host-Id node
-	fb       hostFallback
-	needPing bool
 }
+
+// sess is the current session, or nil before Create-Session.
+func (u *upload) sess() *Session { return u.x.sess }
 
 // run drives the whole upload.
 func (u *upload) run() error {
 	if !u.c.SkipPing {
-		if err := u.pingLoop(); err != nil {
+		if err := u.x.ping(); err != nil {
 			return err
 		}
 	}
@@ -212,7 +213,7 @@ func (u *upload) run() error {
 			return fmt.Errorf("bits client: fragment: giving up after %d restarts: %w", u.res.Restarts, re.err)
 		}
 		u.res.Restarts++
-		u.sess, u.onHost, u.fb, u.needPing = nil, false, hostFallback{}, false
+		u.x.forget()
 	}
 	u.res.Complete = true
 	if u.res.ReplyURL != "" && !u.opts.SkipReply {
@@ -223,102 +224,41 @@ func (u *upload) run() error {
 	return u.closeSession()
 }
 
-// target is where the next packet goes.
-func (u *upload) target() string {
-	if u.sess == nil {
-		return u.orig
-	}
-	return u.sess.URL
-}
-
-// pingLoop pings the current target until it answers with a 2xx Ack.
-func (u *upload) pingLoop() error {
-	for {
-		u.checkFallback()
-		err := u.c.Ping(u.ctx, u.target())
-		if err == nil {
-			u.needPing = false
-			return nil
-		}
-		u.hostFailure(err)
-		if e := u.r.failed(protocol.PacketPing, err, isFatal(protocol.PacketPing, err)); e != nil {
-			return e
-		}
-	}
-}
-
-// hostFailure starts the host-id fallback timer when err is a transport
-// error or a 5xx answer of the host-id node.
-func (u *upload) hostFailure(err error) {
-	if !u.onHost {
-		return
-	}
-	var be *Error
-	if !errors.As(err, &be) || be.Status >= 500 {
-		u.fb.failed(time.Now())
-	}
-}
-
-// checkFallback moves the session back to its original URL when the
-// host-id node has been failing for longer than the fallback timeout.
-func (u *upload) checkFallback() {
-	if !u.onHost || !u.fb.due(time.Now()) {
-		return
-	}
-	u.sess.URL = u.sess.OriginalURL
-	u.onHost = false
-	u.fb = hostFallback{}
-	u.needPing = true
-	u.res.SessionURL = u.sess.URL
-	u.res.FellBack = true
-	u.r.progress() // a new node gets a fresh set of retries
+// fellBack records that the session left its host-id node.
+func (u *upload) fellBack() {
+	u.res.SessionURL, u.res.FellBack = u.sess().URL, true
 }
 
 // runSession creates a session and sends fragments until the server holds
 // the whole upload. It returns a *restartError when the session is lost.
 func (u *upload) runSession() error {
 	const p = protocol.PacketCreateSession
-	for {
-		if u.needPing {
-			if err := u.pingLoop(); err != nil {
-				return err
-			}
-		}
-		s, a, err := u.c.createSession(u.ctx, u.orig, u.opts.ContentName)
-		if err == nil {
-			u.startSession(s)
-			break
-		}
-		if a == nil {
-			if e := u.r.failed(p, err, false); e != nil {
-				return e
-			}
-			u.needPing = true
-			continue
-		}
-		fatal := success(p, a.Status) || decide(p, a) != actTransient
-		if e := u.r.failed(p, err, fatal); e != nil {
-			return e
-		}
+	var (
+		s    *Session
+		cerr error
+	)
+	_, act, err := u.x.exchange(p, func(url string) (*Ack, error) {
+		var a *Ack
+		s, a, cerr = u.c.createSession(u.ctx, url, u.opts.ContentName)
+		return a, cerr
+	})
+	switch {
+	case err != nil:
+		return err
+	case act != actOK || cerr != nil:
+		// An error status, or a success that broke the protocol.
+		return cerr
 	}
+	u.startSession(s)
 	return u.sendFragments()
 }
 
 // startSession adopts a new session.
 func (u *upload) startSession(s *Session) {
-	u.sess = s
+	u.x.adopt(s, u.c.HostIDFallbackOverride)
 	u.acked = 0
 	u.res.SessionID, u.res.WireSessionID, u.res.SessionURL = s.ID, s.WireID, s.URL
 	u.res.HostID, u.res.FellBack, u.res.Acked = s.HostID, false, 0
-	if s.HostID != "" {
-		timeout := s.HostIDFallback
-		if u.c.HostIDFallbackOverride > 0 {
-			timeout = u.c.HostIDFallbackOverride
-		}
-		u.onHost = true
-		u.fb = hostFallback{timeout: timeout}
-		u.needPing = true // Windows pings the host-id node first
-	}
 }
 
 // sendFragments sends the upload from the server-confirmed offset until the
@@ -326,28 +266,19 @@ func (u *upload) startSession(s *Session) {
 func (u *upload) sendFragments() error {
 	const p = protocol.PacketFragment
 	for {
-		u.checkFallback()
-		if u.needPing {
-			if err := u.pingLoop(); err != nil {
-				return err
-			}
-		}
 		off := u.acked
 		n := min(u.fragSize, u.size-off)
 		data := u.buf[:n]
 		if err := u.read(data, off); err != nil {
 			return err
 		}
-		a, err := u.sess.Fragment(u.ctx, data, off, u.size)
+		a, act, err := u.x.exchange(p, func(string) (*Ack, error) {
+			return u.sess().Fragment(u.ctx, data, off, u.size)
+		})
 		if err != nil {
-			u.hostFailure(err)
-			if e := u.r.failed(p, err, false); e != nil {
-				return e
-			}
-			u.needPing = true // Windows pings before resuming
-			continue
+			return err
 		}
-		switch decide(p, a) {
+		switch act {
 		case actOK:
 			done, err := u.fragmentAcked(a, off)
 			if err != nil || done {
@@ -355,21 +286,16 @@ func (u *upload) sendFragments() error {
 			}
 		case actShrink:
 			if n <= u.minFrag {
-				e := a.Err(p).(*Error)
+				var e *Error
+				if !errors.As(a.Err(p), &e) {
+					return a.Err(p)
+				}
 				e.Message = fmt.Sprintf("server answered %d to a fragment of %d bytes, not above the minimum fragment size %d", a.Status, n, u.minFrag)
 				return e
 			}
 			u.fragSize = max(n/2, u.minFrag)
 		case actSessionLost:
 			return &restartError{a.Err(p)}
-		case actTransient:
-			// A failed final fragment is simply sent again, which makes the
-			// server notify its application again.
-			err := a.Err(p)
-			u.hostFailure(err)
-			if e := u.r.failed(p, err, false); e != nil {
-				return e
-			}
 		default:
 			return a.Err(p)
 		}
@@ -390,20 +316,20 @@ func (u *upload) fragmentAcked(a *Ack, off int64) (bool, error) {
 	if a.Received > u.size {
 		return false, invalidResponse(p, a, "%d Ack reports %s %d, beyond the upload size %d", a.Status, protocol.HeaderReceivedContentRange, a.Received, u.size)
 	}
-	u.fb.succeeded()
+	u.x.fb.succeeded()
 	u.res.Fragments++
 	prev := u.acked
 	u.acked, u.res.Acked = a.Received, a.Received
-	if u.c.Progress != nil {
-		u.c.Progress(Progress{
-			SessionID: u.sess.ID, Acked: u.acked, Total: u.size,
+	if u.opts.Progress != nil {
+		u.opts.Progress(Progress{
+			SessionID: u.sess().ID, Acked: u.acked, Total: u.size,
 			Fragments: u.res.Fragments, Restarts: u.res.Restarts, FragmentSize: u.fragSize,
 		})
 	}
 	if u.acked == u.size {
-		u.r.progress()
+		u.x.r.progress()
 		if a.ReplyURL != "" {
-			ru, err := resolveReplyURL(u.sess.URL, a.ReplyURL)
+			ru, err := resolveReplyURL(u.sess().URL, a.ReplyURL)
 			if err != nil {
 				return false, invalidResponse(p, a, "%v", err)
 			}
@@ -413,14 +339,14 @@ func (u *upload) fragmentAcked(a *Ack, off int64) (bool, error) {
 	}
 	switch {
 	case u.acked > prev:
-		u.r.progress()
+		u.x.r.progress()
 		return false, nil
 	case u.acked < prev:
 		// The server lost data and asks for it again: resend at once, but
 		// count it, so a server that keeps rewinding cannot loop forever.
-		return false, u.r.fail(p, noProgress(a, off), false, false)
+		return false, u.x.r.fail(p, noProgress(a, off), false, false)
 	default:
-		return false, u.r.failed(p, noProgress(a, off), false)
+		return false, u.x.r.failed(p, noProgress(a, off), false)
 	}
 }
 
@@ -450,35 +376,16 @@ func (u *upload) read(data []byte, off int64) error {
 // closeSession sends Close-Session until the server acknowledges it.
 func (u *upload) closeSession() error {
 	const p = protocol.PacketCloseSession
-	for {
-		u.checkFallback()
-		if u.needPing {
-			if err := u.pingLoop(); err != nil {
-				return err
-			}
-		}
-		a, err := u.sess.Close(u.ctx)
-		if err != nil {
-			u.hostFailure(err)
-			if e := u.r.failed(p, err, false); e != nil {
-				return e
-			}
-			u.needPing = true
-			continue
-		}
-		switch decide(p, a) {
-		case actOK, actSessionLost:
-			// The upload completed, so a session the server no longer
-			// knows (a lost Ack of an earlier Close) is as good as closed.
-			return nil
-		case actTransient:
-			err := a.Err(p)
-			u.hostFailure(err)
-			if e := u.r.failed(p, err, false); e != nil {
-				return e
-			}
-		default:
-			return a.Err(p)
-		}
+	a, act, err := u.x.exchange(p, func(string) (*Ack, error) {
+		return u.sess().Close(u.ctx)
+	})
+	switch {
+	case err != nil:
+		return err
+	case act == actOK, act == actSessionLost:
+		// The upload completed, so a session the server no longer knows
+		// (a lost Ack of an earlier Close) is as good as closed.
+		return nil
 	}
+	return a.Err(p)
 }

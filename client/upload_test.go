@@ -178,9 +178,9 @@ func TestResyncRewind416(t *testing.T) {
 	c := newTestClient(t)
 	c.FragmentSize = 10000
 	var prog []Progress
-	c.Progress = func(p Progress) { prog = append(prog, p) }
+	opts := &UploadOptions{Progress: func(p Progress) { prog = append(prog, p) }}
 	data := testData(35000, 4)
-	res, err := c.Upload(context.Background(), f.url("/up/r"), bytes.NewReader(data), 35000, nil)
+	res, err := c.Upload(context.Background(), f.url("/up/r"), bytes.NewReader(data), 35000, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1144,5 +1144,43 @@ func TestConcurrentUploads(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkFile(t, f, fmt.Sprintf("/up/c%d", i), datas[i])
+	}
+}
+
+// TestProgressIsPerUpload: concurrent uploads on one Client each see their
+// own progress callback, and only their own.
+func TestProgressIsPerUpload(t *testing.T) {
+	f := newFake(t)
+	c := newTestClient(t)
+	c.FragmentSize = 8192
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	seen := make([][]Progress, 4)
+	for i := range 4 {
+		data := testData(30000+i*1000, uint64(200+i))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			opts := &UploadOptions{Progress: func(p Progress) { seen[i] = append(seen[i], p) }}
+			_, errs[i] = c.Upload(context.Background(), f.url(fmt.Sprintf("/up/p%d", i)), bytes.NewReader(data), int64(len(data)), opts)
+		}()
+	}
+	wg.Wait()
+	for i := range 4 {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		total := int64(30000 + i*1000)
+		if len(seen[i]) != int((total+8191)/8192) {
+			t.Errorf("upload %d: %d progress calls", i, len(seen[i]))
+		}
+		for _, p := range seen[i] {
+			if p.Total != total {
+				t.Errorf("upload %d saw progress of an upload of %d bytes", i, p.Total)
+			}
+		}
+		if last := seen[i][len(seen[i])-1]; last.Acked != total {
+			t.Errorf("upload %d: last progress %+v", i, last)
+		}
 	}
 }

@@ -161,7 +161,7 @@ func upload(ctx context.Context, c *client.Client, path, url string, o options, 
 		opts.Reply = f
 	}
 	p := newProgress(stdout)
-	c.Progress = p.update
+	opts.Progress = p.update
 	start := time.Now()
 	res, err := c.UploadFile(ctx, url, path, &opts)
 	p.done()
