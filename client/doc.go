@@ -29,7 +29,8 @@
 //
 // Server errors are returned as [*Error], which carries the Ack's HTTP
 // status, the HRESULT of BITS-Error-Code and the BITS-Error-Context; use
-// [errors.As] to inspect them.
+// [errors.As] to inspect them, or [errors.Is] with a sentinel such as
+// [ErrSessionNotFound] to match their code.
 //
 // For tests that need exact packet sequences the package also offers one
 // packet at a time, without retries: [Client.CreateSession],
