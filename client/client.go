@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -77,20 +78,30 @@ type Client struct {
 
 	// Username and Password, when either is set, are sent as HTTP Basic
 	// credentials on every BITS request, and on reply downloads from the
-	// same host.
+	// same host. Both are empty by default.
 	Username, Password string
 
 	// UserAgent is sent on every request; empty means DefaultUserAgent.
 	UserAgent string
 
 	// MaxRetries is how many times in a row a failed request is retried
-	// without the upload making progress; 0 means DefaultMaxRetries and a
-	// negative value disables retries. Any forward progress (server-confirmed
-	// upload bytes or reply bytes) resets the count.
+	// without the upload making progress; 0 means DefaultMaxRetries (or no
+	// limit on the count when NoProgressTimeout is set), and a negative
+	// value disables retries. Any forward progress (server-confirmed upload
+	// bytes or reply bytes) resets the count.
 	MaxRetries int
+	// NoProgressTimeout, when positive, bounds how long the client keeps
+	// retrying after a failure without making progress, like the
+	// NoProgressTimeout of a Windows BITS job: the clock starts at the first
+	// failure and any forward progress stops it. It is 0 (no time limit) by
+	// default; then only MaxRetries bounds the retries.
+	NoProgressTimeout time.Duration
 	// RetryDelay is the delay before the first retry; each further
 	// consecutive retry doubles it up to MaxRetryDelay. 0 means
-	// DefaultRetryDelay; a negative value retries at once.
+	// DefaultRetryDelay; a negative value retries at once. Each delay is
+	// jittered: the client waits a random time between half the delay and
+	// the whole delay ("equal jitter"), so that clients that failed
+	// together do not retry in lockstep.
 	RetryDelay time.Duration
 	// MaxRetryDelay caps the backoff; 0 means DefaultMaxRetryDelay.
 	MaxRetryDelay time.Duration
@@ -108,8 +119,13 @@ type Client struct {
 	// HostIDFallbackOverride, when positive, replaces the server's
 	// BITS-Host-Id-Fallback-Timeout (also when the server sent none): after
 	// requests to the BITS-Host-Id node have kept failing for this long, the
-	// upload goes back to the original URL. Meant for tests.
+	// upload goes back to the original URL. It is 0 (use the server's
+	// timeout) by default; it is meant for tests.
 	HostIDFallbackOverride time.Duration
+
+	// randN returns a random number in [0, n) for the jitter of the
+	// backoff; nil means math/rand/v2's Int64N. Tests set it.
+	randN func(n int64) int64
 
 	once sync.Once
 	hc   *http.Client
@@ -254,6 +270,23 @@ func (c *Client) backoff(n int) time.Duration {
 	return min(d, maxd)
 }
 
+// retryDelay returns the jittered delay before retry number n (1-based): a
+// random duration between half of backoff(n) and all of it. Keeping half
+// the delay keeps the backoff growing; the random half spreads clients
+// that failed at the same moment over a window as long as that half.
+func (c *Client) retryDelay(n int) time.Duration {
+	d := c.backoff(n)
+	if d <= 1 {
+		return d
+	}
+	half := d / 2
+	randN := c.randN
+	if randN == nil {
+		randN = rand.Int64N
+	}
+	return d - half + time.Duration(randN(int64(half)+1))
+}
+
 // requestContext derives the context of one request.
 func (c *Client) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
 	t := c.RequestTimeout
@@ -383,16 +416,23 @@ func (c *Client) Cancel(ctx context.Context, url string, id protocol.SessionID) 
 type retrier struct {
 	c        *Client
 	ctx      context.Context
-	max      int
+	max      int           // retries allowed; -1: no limit on the count
+	limit    time.Duration // NoProgressTimeout; 0: no time limit
 	failures int
+	since    time.Time // the first failure since the last progress
 }
 
 // newRetrier returns the retrier of one operation.
 func (c *Client) newRetrier(ctx context.Context) retrier {
-	return retrier{c: c, ctx: ctx, max: c.maxRetries()}
+	r := retrier{c: c, ctx: ctx, max: c.maxRetries(), limit: max(c.NoProgressTimeout, 0)}
+	if c.MaxRetries == 0 && r.limit > 0 {
+		r.max = -1
+	}
+	return r
 }
 
-// progress records forward progress, which resets the failure count.
+// progress records forward progress, which resets the failure count and
+// the no-progress clock.
 func (r *retrier) progress() { r.failures = 0 }
 
 // failed records a failure of packet p. For a fatal failure, or when the
@@ -410,14 +450,30 @@ func (r *retrier) fail(p protocol.PacketType, err error, fatal, wait bool) error
 	if fatal {
 		return err
 	}
+	now := time.Now()
 	r.failures++
-	if r.failures > r.max {
+	if r.failures == 1 {
+		r.since = now
+	}
+	if r.max >= 0 && r.failures > r.max {
 		return fmt.Errorf("bits client: %s: giving up after %d consecutive failures without progress: %w", opName(p), r.failures, err)
+	}
+	var left time.Duration
+	if r.limit > 0 {
+		left = r.since.Add(r.limit).Sub(now)
+		if left <= 0 {
+			return fmt.Errorf("bits client: %s: giving up after %d consecutive failures in %s without progress: %w",
+				opName(p), r.failures, now.Sub(r.since).Round(time.Millisecond), err)
+		}
 	}
 	if !wait {
 		return nil
 	}
-	d := r.c.backoff(r.failures)
+	d := r.c.retryDelay(r.failures)
+	if r.limit > 0 {
+		// One last attempt when the time is up.
+		d = min(d, left)
+	}
 	if d <= 0 {
 		return nil
 	}

@@ -15,9 +15,10 @@
 //     416 fragment Ack, rewinding or skipping ahead as told;
 //   - halves the fragment size on 413, down to [Client.MinFragmentSize];
 //   - retries transient failures (transport errors, 5xx, 408, 409) with
-//     exponential backoff, pinging the server before it resumes after a
-//     transport error, and gives up after [Client.MaxRetries] consecutive
-//     failures without progress;
+//     jittered exponential backoff, pinging the server before it resumes
+//     after a transport error, and gives up after [Client.MaxRetries]
+//     consecutive failures, or [Client.NoProgressTimeout], without
+//     progress;
 //   - starts over with a new Create-Session when the server answers
 //     BG_E_SESSION_NOT_FOUND to a Fragment;
 //   - classifies errors of the server application (BITS-Error-Context 0x7)
