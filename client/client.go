@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -53,12 +54,27 @@ const maxAckBody = 64 << 10
 // keeps exactly one request outstanding. Its fields must not be changed
 // after its first request, and a Client must not be copied after first use.
 type Client struct {
-	// HTTPClient sends the requests. When nil, the Client makes its own
-	// HTTP/1.1 client whose Transport keeps connections alive. Either way
-	// BITS_POST requests never follow redirects (a 3xx is returned as the
-	// Ack); reply downloads follow them as the supplied client's
-	// CheckRedirect allows.
+	// HTTPClient sends the requests. When nil (the default), the Client
+	// makes its own from [NewTransport] with TLSConfig: HTTP/1.1 only, as
+	// the Windows client speaks, with keep-alive.
+	//
+	// A supplied HTTPClient is used as it is: its Transport decides the
+	// HTTP version, the TLS settings and the proxy. With Go's default
+	// transport that means HTTP/2 whenever the server offers it, which
+	// bits_upload accepts but Windows never speaks; build the Transport
+	// with NewTransport to keep to HTTP/1.1. TLSConfig cannot be combined
+	// with it: every request then fails at once. Either way BITS_POST
+	// requests never follow redirects (a 3xx is returned as the Ack);
+	// reply downloads follow them as the supplied client's CheckRedirect
+	// allows.
 	HTTPClient *http.Client
+
+	// TLSConfig configures TLS for https URLs when HTTPClient is nil; nil
+	// (the default) means Go's defaults, which trust the system's
+	// certificate authorities. Set its RootCAs to trust a private CA, such
+	// as Caddy's internal one (see [LoadRootCAs]). Its NextProtos is
+	// ignored: the Client offers exactly HTTP/1.1.
+	TLSConfig *tls.Config
 
 	// FragmentSize is the size of the fragments an upload starts with;
 	// 0 means DefaultFragmentSize. Values above MaxFragmentSize are capped.
@@ -88,7 +104,8 @@ type Client struct {
 	// without the upload making progress; 0 means DefaultMaxRetries (or no
 	// limit on the count when NoProgressTimeout is set), and a negative
 	// value disables retries. Any forward progress (server-confirmed upload
-	// bytes or reply bytes) resets the count.
+	// bytes or reply bytes) resets the count. Failures that retrying cannot
+	// fix (see [Error] and [TLSError]) are never retried.
 	MaxRetries int
 	// NoProgressTimeout, when positive, bounds how long the client keeps
 	// retrying after a failure without making progress, like the
@@ -126,9 +143,9 @@ type Client struct {
 	// randN returns a random number in [0, n) for the jitter of the
 	// backoff; nil means math/rand/v2's Int64N. Tests set it.
 	randN func(n int64) int64
-
-	once sync.Once
-	hc   *http.Client
+	once  sync.Once
+	hc    *http.Client
+	hcErr error
 }
 
 // Progress reports the state of an upload after a fragment Ack.
@@ -165,25 +182,19 @@ type Packet struct {
 	Body []byte
 }
 
-// httpClient returns the HTTP client requests go through.
-func (c *Client) httpClient() *http.Client {
+// httpClient returns the HTTP client requests go through, or the error of
+// an inconsistent configuration.
+func (c *Client) httpClient() (*http.Client, error) {
 	c.once.Do(func() {
 		var hc http.Client
 		if c.HTTPClient != nil {
+			if c.TLSConfig != nil {
+				c.hcErr = &configError{"TLSConfig cannot be combined with HTTPClient: configure TLS in the HTTPClient's Transport (see NewTransport)"}
+				return
+			}
 			hc = *c.HTTPClient
 		} else {
-			var t *http.Transport
-			if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-				t = dt.Clone()
-			} else {
-				t = &http.Transport{Proxy: http.ProxyFromEnvironment, IdleConnTimeout: 90 * time.Second}
-			}
-			// Windows BITS speaks HTTP/1.1 with keep-alive.
-			var protos http.Protocols
-			protos.SetHTTP1(true)
-			t.Protocols = &protos
-			t.MaxIdleConnsPerHost = 4
-			hc.Transport = t
+			hc.Transport = NewTransport(c.TLSConfig)
 		}
 		prev := hc.CheckRedirect
 		hc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
@@ -200,13 +211,15 @@ func (c *Client) httpClient() *http.Client {
 		}
 		c.hc = &hc
 	})
-	return c.hc
+	return c.hc, c.hcErr
 }
 
 // CloseIdleConnections closes the idle kept-alive connections of the
 // Client's HTTP client.
 func (c *Client) CloseIdleConnections() {
-	c.httpClient().CloseIdleConnections()
+	if hc, err := c.httpClient(); err == nil {
+		hc.CloseIdleConnections()
+	}
 }
 
 func (c *Client) userAgent() string {
@@ -359,7 +372,11 @@ func (c *Client) send(ctx context.Context, url, packetType, sessionID string, ex
 		}
 	}
 	setBody(req, body)
-	resp, err := c.httpClient().Do(req)
+	hc, err := c.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -372,11 +389,15 @@ func (c *Client) send(ctx context.Context, url, packetType, sessionID string, ex
 
 // Ping sends one Ping packet to url. It returns nil when the server
 // answered with a 2xx Ack, an [*Error] when it answered with an error or
-// with something that is not an Ack, and the transport error when no
-// response arrived. Ping does not retry.
+// with something that is not an Ack, a [*TLSError] when the TLS handshake
+// failed for good, and the transport error when no response arrived. Ping
+// does not retry.
 func (c *Client) Ping(ctx context.Context, url string) error {
 	a, err := c.send(ctx, url, protocol.PacketPing.String(), "", nil, nil)
 	if err != nil {
+		if perr := permanentTransportError(protocol.PacketPing, err); perr != nil {
+			return perr
+		}
 		return err
 	}
 	if err := a.Err(protocol.PacketPing); err != nil {
@@ -435,9 +456,10 @@ func (c *Client) newRetrier(ctx context.Context) retrier {
 // the no-progress clock.
 func (r *retrier) progress() { r.failures = 0 }
 
-// failed records a failure of packet p. For a fatal failure, or when the
-// context is done, or when the retries are used up, it returns the error
-// to give up with; otherwise it waits for the backoff delay and returns nil.
+// failed records a failure of packet p. For a fatal failure, a transport
+// error that retrying cannot fix, or when the context is done, or when the
+// retries are used up, it returns the error to give up with; otherwise it
+// waits for the backoff delay and returns nil.
 func (r *retrier) failed(p protocol.PacketType, err error, fatal bool) error {
 	return r.fail(p, err, fatal, true)
 }
@@ -449,6 +471,9 @@ func (r *retrier) fail(p protocol.PacketType, err error, fatal, wait bool) error
 	}
 	if fatal {
 		return err
+	}
+	if perr := permanentTransportError(p, err); perr != nil {
+		return perr
 	}
 	now := time.Now()
 	r.failures++

@@ -178,7 +178,12 @@ func (d *replyDownload) request(method, rng string) (*http.Response, context.Can
 	if d.auth {
 		c.setAuth(req)
 	}
-	resp, err := c.httpClient().Do(req)
+	hc, err := c.httpClient()
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		cancel()
 		return nil, nil, err

@@ -105,6 +105,9 @@ func (c *Client) Upload(ctx context.Context, url string, src io.ReaderAt, size i
 	if err != nil {
 		return res, err
 	}
+	if _, err := c.httpClient(); err != nil {
+		return res, err
+	}
 	up := &upload{
 		c: c, ctx: ctx, origURL: u, src: src, size: size, opts: *opts, res: res,
 		x:        c.newExchanger(ctx, url),
