@@ -42,7 +42,8 @@ type UploadOptions struct {
 }
 
 // Result describes an upload. Upload returns it also with an error, then
-// describing how far the upload got.
+// describing how far the upload got. Its session fields describe the last
+// session; Sessions lists all of them.
 type Result struct {
 	// SessionID is the canonical id of the last session, or empty when the
 	// server's id is not a braced GUID (see WireSessionID).
@@ -77,6 +78,34 @@ type Result struct {
 	// FellBack reports that the last session left its BITS-Host-Id node
 	// for the original URL after the fallback timeout.
 	FellBack bool
+	// Sessions lists every session the upload created, in order; the last
+	// one is the session the fields above describe. It is empty when no
+	// Create-Session succeeded.
+	Sessions []SessionResult
+}
+
+// SessionResult describes one session of an upload.
+type SessionResult struct {
+	// SessionID is the canonical id of the session, or empty when the
+	// server's id is not a braced GUID.
+	SessionID protocol.SessionID
+	// WireSessionID is the id exactly as the server sent it.
+	WireSessionID string
+	// URL is where the last packets of the session went: the upload URL,
+	// or the BITS-Host-Id node.
+	URL string
+	// HostID is the session's BITS-Host-Id, or empty.
+	HostID string
+	// FellBack reports that the session left its BITS-Host-Id node for the
+	// upload URL after the fallback timeout.
+	FellBack bool
+	// Acked is the last offset the server confirmed in this session.
+	Acked int64
+	// Fragments counts the fragment Acks (200 or 416) of this session.
+	Fragments int
+	// Err is why the upload left the session for a new one: the server's
+	// BG_E_SESSION_NOT_FOUND answer. It is nil for the last session.
+	Err error
 }
 
 // Upload uploads size bytes of src to url, as a Windows BITS upload job
@@ -196,6 +225,9 @@ type upload struct {
 // sess is the current session, or nil before Create-Session.
 func (u *upload) sess() *Session { return u.x.sess }
 
+// current is the entry of the current session in the Result.
+func (u *upload) current() *SessionResult { return &u.res.Sessions[len(u.res.Sessions)-1] }
+
 // run drives the whole upload.
 func (u *upload) run() error {
 	if !u.c.SkipPing {
@@ -215,6 +247,7 @@ func (u *upload) run() error {
 		if u.res.Restarts >= u.c.maxRestarts() {
 			return fmt.Errorf("bits client: fragment: giving up after %d restarts: %w", u.res.Restarts, re.err)
 		}
+		u.current().Err = re.err
 		u.res.Restarts++
 		u.x.forget()
 	}
@@ -229,7 +262,9 @@ func (u *upload) run() error {
 
 // fellBack records that the session left its host-id node.
 func (u *upload) fellBack() {
-	u.res.SessionURL, u.res.FellBack = u.sess().URL, true
+	s := u.current()
+	s.URL, s.FellBack = u.sess().URL, true
+	u.res.SessionURL, u.res.FellBack = s.URL, true
 }
 
 // runSession creates a session and sends fragments until the server holds
@@ -262,6 +297,7 @@ func (u *upload) startSession(s *Session) {
 	u.acked = 0
 	u.res.SessionID, u.res.WireSessionID, u.res.SessionURL = s.ID, s.WireID, s.URL
 	u.res.HostID, u.res.FellBack, u.res.Acked = s.HostID, false, 0
+	u.res.Sessions = append(u.res.Sessions, SessionResult{SessionID: s.ID, WireSessionID: s.WireID, URL: s.URL, HostID: s.HostID})
 }
 
 // sendFragments sends the upload from the server-confirmed offset until the
@@ -323,6 +359,9 @@ func (u *upload) fragmentAcked(a *Ack, off int64) (bool, error) {
 	u.res.Fragments++
 	prev := u.acked
 	u.acked, u.res.Acked = a.Received, a.Received
+	cur := u.current()
+	cur.Fragments++
+	cur.Acked = a.Received
 	if u.opts.Progress != nil {
 		u.opts.Progress(Progress{
 			SessionID: u.sess().ID, Acked: u.acked, Total: u.size,
