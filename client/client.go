@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddy-bits/caddy-bits/protocol"
@@ -18,10 +19,11 @@ import (
 
 // Defaults of the Client fields.
 const (
-	// DefaultFragmentSize is the fragment size an upload starts with.
+	// DefaultFragmentSize is the size of the first fragment of an upload
+	// whose fragments are sized adaptively.
 	DefaultFragmentSize = 1 << 20
-	// DefaultMinFragmentSize is the smallest size 413 answers can shrink a
-	// fragment to: 5 KB, as on Windows ([MC-BUP] note 10).
+	// DefaultMinFragmentSize is the smallest size 413 answers and slow Acks
+	// can shrink a fragment to: 5 KB, as on Windows ([MC-BUP] note 10).
 	DefaultMinFragmentSize = 5 * 1024
 	// MaxFragmentSize is the largest fragment the client sends: 13 MB, the
 	// upper end of the range Windows clients use ([MC-BUP] note 16).
@@ -76,14 +78,25 @@ type Client struct {
 	// ignored: the Client offers exactly HTTP/1.1.
 	TLSConfig *tls.Config
 
-	// FragmentSize is the size of the fragments an upload starts with;
-	// 0 means DefaultFragmentSize. Values above MaxFragmentSize are capped.
+	// FragmentSize, when positive, fixes the size of the fragments of every
+	// upload, overriding the adaptive sizing; values above MaxFragmentSize
+	// are capped, and 413 answers still halve it down to MinFragmentSize.
 	// Sizes below MinFragmentSize are allowed (they are useful to test
 	// servers), but then a 413 is fatal at once.
+	//
+	// 0 (the default) sizes fragments adaptively, as Windows clients do:
+	// the first fragment has DefaultFragmentSize bytes; the size doubles
+	// while Acks come back fast, shrinks to what the link carries in the
+	// target time when they come back slowly, halves on a 413 (which also
+	// caps later growth) and on a request timeout, and always stays within
+	// MinFragmentSize and MaxFragmentSize. A fragment should take about
+	// 2 seconds, or 100 round trips of a Ping or Create-Session when that
+	// is longer (at most 30 seconds), so that the round trip each fragment
+	// costs stays near 1 % of the time on slow and distant links too.
 	FragmentSize int64
-	// MinFragmentSize is the floor of the shrinking on 413; 0 means
-	// DefaultMinFragmentSize. A 413 to a fragment that is not larger than
-	// the floor fails the upload.
+	// MinFragmentSize is the floor of the shrinking on 413 and on slow
+	// Acks; 0 means DefaultMinFragmentSize. A 413 to a fragment that is not
+	// larger than the floor fails the upload.
 	MinFragmentSize int64
 
 	// SkipPing suppresses the Ping an upload sends before its first
@@ -143,6 +156,10 @@ type Client struct {
 	// randN returns a random number in [0, n) for the jitter of the
 	// backoff; nil means math/rand/v2's Int64N. Tests set it.
 	randN func(n int64) int64
+	// now returns the time for measuring how long requests take; nil means
+	// time.Now. Tests set it.
+	now func() time.Time
+
 	once  sync.Once
 	hc    *http.Client
 	hcErr error
@@ -162,7 +179,7 @@ type Progress struct {
 	Fragments int
 	// Restarts counts how many times the upload started over.
 	Restarts int
-	// FragmentSize is the current fragment size.
+	// FragmentSize is the size of the next fragment.
 	FragmentSize int64
 }
 
@@ -264,6 +281,14 @@ func (c *Client) maxRestarts() int {
 	return c.MaxRestarts
 }
 
+// clock returns the current time for measuring requests.
+func (c *Client) clock() time.Time {
+	if c.now != nil {
+		return c.now()
+	}
+	return time.Now()
+}
+
 // backoff returns the delay before retry number n (1-based).
 func (c *Client) backoff(n int) time.Duration {
 	d := c.RetryDelay
@@ -321,8 +346,9 @@ func (c *Client) setAuth(req *http.Request) {
 
 // setBody gives req the body b with an explicit Content-Length, even when
 // b is empty. Go only writes "Content-Length: 0" for an extension method
-// when the transfer encoding is explicitly identity.
-func setBody(req *http.Request, b []byte) {
+// when the transfer encoding is explicitly identity. When b is the data of
+// a fragmentBuffer fb, the bodies are counted in fb.
+func setBody(req *http.Request, b []byte, fb *fragmentBuffer) {
 	req.ContentLength = int64(len(b))
 	if len(b) == 0 {
 		req.Body = http.NoBody
@@ -330,10 +356,67 @@ func setBody(req *http.Request, b []byte) {
 		req.TransferEncoding = []string{"identity"}
 		return
 	}
-	req.Body = io.NopCloser(bytes.NewReader(b))
-	req.GetBody = func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(b)), nil
+	open := func() io.ReadCloser {
+		if fb == nil {
+			return io.NopCloser(bytes.NewReader(b))
+		}
+		return fb.body(b)
 	}
+	req.Body = open()
+	req.GetBody = func() (io.ReadCloser, error) { return open(), nil }
+}
+
+// fragmentBuffer is a buffer for fragment data that an upload reuses. The
+// transport may read a request body after the response arrived (when the
+// server answered before it read the whole body); the buffer may be
+// reused only once every request body over it has been closed.
+type fragmentBuffer struct {
+	b    []byte
+	open atomic.Int32 // request bodies over b not closed yet
+}
+
+// reusable reports whether no request reads the buffer any more.
+func (fb *fragmentBuffer) reusable() bool { return fb.open.Load() == 0 }
+
+// body returns a request body over b, a part of fb.b.
+func (fb *fragmentBuffer) body(b []byte) io.ReadCloser {
+	fb.open.Add(1)
+	return &bufferBody{b: b, fb: fb}
+}
+
+// bufferBody reads a fragmentBuffer. Its reads and its Close exclude each
+// other, and it reads nothing after Close, so that a closed body no longer
+// touches the buffer.
+type bufferBody struct {
+	mu     sync.Mutex
+	b      []byte
+	off    int
+	closed bool
+	fb     *fragmentBuffer
+}
+
+func (r *bufferBody) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.closed:
+		return 0, errors.New("read of a closed request body")
+	case r.off >= len(r.b):
+		return 0, io.EOF
+	}
+	n := copy(p, r.b[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *bufferBody) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed {
+		r.closed = true
+		r.fb.open.Add(-1)
+	}
+	return nil
 }
 
 // Send sends one raw BITS_POST packet to url and returns its parsed Ack,
@@ -347,6 +430,12 @@ func (c *Client) Send(ctx context.Context, url string, p *Packet) (*Ack, error) 
 
 // send performs one BITS_POST exchange.
 func (c *Client) send(ctx context.Context, url, packetType, sessionID string, extra http.Header, body []byte) (*Ack, error) {
+	return c.sendBuffer(ctx, url, packetType, sessionID, extra, body, nil)
+}
+
+// sendBuffer is send with a body that is part of the buffer fb, when fb is
+// not nil.
+func (c *Client) sendBuffer(ctx context.Context, url, packetType, sessionID string, extra http.Header, body []byte, fb *fragmentBuffer) (*Ack, error) {
 	rctx, cancel := c.requestContext(ctx)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, protocol.Method, url, nil)
@@ -371,7 +460,7 @@ func (c *Client) send(ctx context.Context, url, packetType, sessionID string, ex
 			h[k] = v
 		}
 	}
-	setBody(req, body)
+	setBody(req, body, fb)
 	hc, err := c.httpClient()
 	if err != nil {
 		return nil, err

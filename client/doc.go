@@ -14,7 +14,9 @@
 //   - speaks HTTP/1.1 with keep-alive, also over HTTPS (see [NewTransport]);
 //   - follows the server's BITS-Received-Content-Range after every 200 or
 //     416 fragment Ack, rewinding or skipping ahead as told;
-//   - halves the fragment size on 413, down to [Client.MinFragmentSize];
+//   - sizes its fragments adaptively between 5 KB and 13 MB, growing them
+//     while Acks come back fast and shrinking them when Acks are slow or
+//     the server answers 413, unless [Client.FragmentSize] fixes the size;
 //   - retries transient failures (transport errors, 5xx, 408, 409) with
 //     jittered exponential backoff, pinging the server before it resumes
 //     after a transport error, and gives up after [Client.MaxRetries]

@@ -24,6 +24,9 @@ type exchanger struct {
 	onHost     bool // packets go to the BITS-Host-Id node
 	fb         hostFallback
 	onFallback func() // called after a fallback, if set
+
+	rtt     time.Duration // shortest Ping or Create-Session exchange; 0: none yet
+	lastDur time.Duration // duration of the last send
 }
 
 // newExchanger returns an exchanger for packets to url.
@@ -39,14 +42,22 @@ func (x *exchanger) target() string {
 	return x.sess.URL
 }
 
+// stopError marks an error of a send function that ends the exchange at
+// once, such as a failure to read the upload source.
+type stopError struct{ err error }
+
+func (e *stopError) Error() string { return e.err.Error() }
+func (e *stopError) Unwrap() error { return e.err }
+
 // exchange sends packet p with send, which is given the current target URL,
 // until an Ack arrives that is not a transient failure, and returns that
 // Ack with its classification (never actTransient). Before each attempt it
 // falls back from a failing host-id node and sends the Ping the protocol
 // requires after a transport error or a move to a new host. Transport
 // errors and transient Acks are retried after the backoff, until the
-// retries are used up. send returns a nil Ack exactly when no response
-// arrived.
+// retries are used up; transport errors that retrying cannot fix end the
+// exchange at once, as does an error of send wrapped in a *stopError.
+// send returns a nil Ack exactly when no response arrived.
 func (x *exchanger) exchange(p protocol.PacketType, send func(url string) (*Ack, error)) (*Ack, action, error) {
 	for {
 		x.checkFallback()
@@ -55,14 +66,24 @@ func (x *exchanger) exchange(p protocol.PacketType, send func(url string) (*Ack,
 				return nil, actFatal, err
 			}
 		}
+		start := x.c.clock()
 		a, err := send(x.target())
+		x.lastDur = x.c.clock().Sub(start)
 		if a == nil {
+			if se, ok := errors.AsType[*stopError](err); ok {
+				return nil, actFatal, se.err
+			}
 			x.hostFailure(err)
 			if e := x.r.failed(p, err, false); e != nil {
 				return nil, actFatal, e
 			}
 			x.needPing = true // Windows pings before resuming
 			continue
+		}
+		if p == protocol.PacketPing || p == protocol.PacketCreateSession {
+			if x.rtt == 0 || x.lastDur < x.rtt {
+				x.rtt = x.lastDur
+			}
 		}
 		act := decide(p, a)
 		if act != actTransient {

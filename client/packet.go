@@ -254,15 +254,22 @@ func (s *Session) contentName() http.Header {
 // first..first+len(data)-1 of an upload of total bytes, with
 // "Content-Range: bytes <first>-<last>/<total>" (for an empty file
 // "bytes 0--1/0"). It returns the Ack whatever its status; the error is
-// only for a failure to get a response.
+// only for a failure to get a response. When the server answers before it
+// read the whole fragment, the transport may still read data for a moment
+// after Fragment returned, so data must not be modified afterwards.
 func (s *Session) Fragment(ctx context.Context, data []byte, first, total int64) (*Ack, error) {
+	return s.fragment(ctx, data, first, total, nil)
+}
+
+// fragment is Fragment with data that is part of fb, when fb is not nil.
+func (s *Session) fragment(ctx context.Context, data []byte, first, total int64, fb *fragmentBuffer) (*Ack, error) {
 	r := protocol.Range{First: first, Last: first + int64(len(data)) - 1, Total: total}
 	hdr := s.contentName()
 	if hdr == nil {
 		hdr = http.Header{}
 	}
 	hdr["Content-Range"] = []string{r.String()}
-	return s.c.send(ctx, s.URL, protocol.PacketFragment.String(), s.WireID, hdr, data)
+	return s.c.sendBuffer(ctx, s.URL, protocol.PacketFragment.String(), s.WireID, hdr, data, fb)
 }
 
 // Close sends one Close-Session packet. It returns the Ack whatever its

@@ -139,12 +139,10 @@ func (c *Client) Upload(ctx context.Context, url string, src io.ReaderAt, size i
 	}
 	up := &upload{
 		c: c, ctx: ctx, origURL: u, src: src, size: size, opts: *opts, res: res,
-		x:        c.newExchanger(ctx, url),
-		fragSize: c.fragmentSize(),
-		minFrag:  c.minFragmentSize(),
+		x:     c.newExchanger(ctx, url),
+		sizer: c.newFragmentSizer(),
 	}
 	up.x.onFallback = up.fellBack
-	up.buf = make([]byte, min(up.fragSize, size))
 	return res, up.run()
 }
 
@@ -215,11 +213,10 @@ type upload struct {
 	opts    UploadOptions
 	res     *Result
 
-	x        *exchanger
-	fragSize int64
-	minFrag  int64
-	buf      []byte
-	acked    int64
+	x     *exchanger
+	sizer fragmentSizer
+	buf   *fragmentBuffer
+	acked int64
 }
 
 // sess is the current session, or nil before Create-Session.
@@ -305,34 +302,42 @@ func (u *upload) startSession(s *Session) {
 func (u *upload) sendFragments() error {
 	const p = protocol.PacketFragment
 	for {
-		off := u.acked
-		n := min(u.fragSize, u.size-off)
-		data := u.buf[:n]
-		if err := u.read(data, off); err != nil {
-			return err
-		}
+		var off, n int64
 		a, act, err := u.x.exchange(p, func(string) (*Ack, error) {
-			return u.sess().Fragment(u.ctx, data, off, u.size)
+			off = u.acked
+			n = min(u.sizer.size, u.size-off)
+			if u.buf == nil || int64(len(u.buf.b)) < n || !u.buf.reusable() {
+				u.buf = &fragmentBuffer{b: make([]byte, max(n, min(u.sizer.size, u.size)))}
+			}
+			data := u.buf.b[:n]
+			if err := u.read(data, off); err != nil {
+				return nil, &stopError{err}
+			}
+			a, err := u.sess().fragment(u.ctx, data, off, u.size, u.buf)
+			if err != nil && errors.Is(err, context.DeadlineExceeded) && u.ctx.Err() == nil {
+				u.sizer.timedOut(n)
+			}
+			return a, err
 		})
 		if err != nil {
 			return err
 		}
 		switch act {
 		case actOK:
+			u.sizer.acked(n, u.x.lastDur, u.x.rtt)
 			done, err := u.fragmentAcked(a, off)
 			if err != nil || done {
 				return err
 			}
 		case actShrink:
-			if n <= u.minFrag {
+			if !u.sizer.tooLarge(n) {
 				var e *Error
 				if !errors.As(a.Err(p), &e) {
 					return a.Err(p)
 				}
-				e.Message = fmt.Sprintf("server answered %d to a fragment of %d bytes, not above the minimum fragment size %d", a.Status, n, u.minFrag)
+				e.Message = fmt.Sprintf("server answered %d to a fragment of %d bytes, not above the minimum fragment size %d", a.Status, n, u.sizer.floor)
 				return e
 			}
-			u.fragSize = max(n/2, u.minFrag)
 		case actSessionLost:
 			return &restartError{a.Err(p)}
 		default:
@@ -365,7 +370,7 @@ func (u *upload) fragmentAcked(a *Ack, off int64) (bool, error) {
 	if u.opts.Progress != nil {
 		u.opts.Progress(Progress{
 			SessionID: u.sess().ID, Acked: u.acked, Total: u.size,
-			Fragments: u.res.Fragments, Restarts: u.res.Restarts, FragmentSize: u.fragSize,
+			Fragments: u.res.Fragments, Restarts: u.res.Restarts, FragmentSize: u.sizer.size,
 		})
 	}
 	if u.acked == u.size {
