@@ -85,10 +85,11 @@ type Client struct {
 	// servers), but then a 413 is fatal at once.
 	//
 	// 0 (the default) sizes fragments adaptively, as Windows clients do:
-	// the first fragment has DefaultFragmentSize bytes; the size doubles
-	// while Acks come back fast, shrinks to what the link carries in the
-	// target time when they come back slowly, halves on a 413 (which also
-	// caps later growth) and on a request timeout, and always stays within
+	// the first fragment has DefaultFragmentSize bytes; when an Ack comes
+	// back in less than half the target time (fast) or more than twice it
+	// (slow), the next fragment gets the size the link carried in the
+	// target time at that fragment's rate. A 413 halves the size and caps
+	// later growth, a request timeout halves it, and it always stays within
 	// MinFragmentSize and MaxFragmentSize. A fragment should take about
 	// 2 seconds, or 100 round trips of a Ping or Create-Session when that
 	// is longer (at most 30 seconds), so that the round trip each fragment

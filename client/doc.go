@@ -15,7 +15,7 @@
 //   - follows the server's BITS-Received-Content-Range after every 200 or
 //     416 fragment Ack, rewinding or skipping ahead as told;
 //   - sizes its fragments adaptively between 5 KB and 13 MB, growing them
-//     while Acks come back fast and shrinking them when Acks are slow or
+//     when Acks come back fast and shrinking them when Acks are slow or
 //     the server answers 413, unless [Client.FragmentSize] fixes the size;
 //   - retries transient failures (transport errors, 5xx, 408, 409) with
 //     jittered exponential backoff, pinging the server before it resumes

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
@@ -71,6 +72,7 @@ type fakeServer struct {
 	noHead      bool                       // answer HEAD on replies with 405
 	hook        hookFunc
 	replyHook   replyHookFunc
+	noRaw       bool // do not record the bytes clients send
 
 	mu      sync.Mutex
 	log     []string
@@ -396,7 +398,9 @@ func (c *recConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.f.mu.Lock()
-		c.f.raw.Write(p[:n])
+		if !c.f.noRaw {
+			c.f.raw.Write(p[:n])
+		}
 		c.f.mu.Unlock()
 	}
 	return n, err
@@ -404,11 +408,10 @@ func (c *recConn) Read(p []byte) (int, error) {
 
 // testData returns n deterministic pseudo-random bytes.
 func testData(n int, seed uint64) []byte {
-	r := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
+	mrand.NewChaCha8(key).Read(b)
 	return b
 }
 

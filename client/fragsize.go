@@ -32,23 +32,29 @@ func (s *fragmentSizer) target(rtt time.Duration) time.Duration {
 	return min(max(minFragmentTime, rttFragmentFactor*rtt), maxFragmentTime)
 }
 
-// acked adapts the size after the Ack of a fragment of n bytes that took d,
-// on a link whose round trip takes rtt: it doubles the size when the
-// fragment took less than half the target time, and shrinks it to what
-// the link carried in the target time when it took more than twice that.
-// Short fragments (the last one of an upload) only ever shrink it.
+// acked adapts the size after the Ack of a fragment of n bytes that took
+// d, on a link whose round trip takes rtt. When the fragment took less
+// than half the target time or more than twice it, the next fragment gets
+// the size the link carried in the target time at the rate this one
+// moved; in between, the size stays. The rate of a fragment includes its
+// round trip and, on a new connection, TCP's slow start, so it never
+// overestimates the link, and a fast link reaches the ceiling in a
+// fragment or two. Short fragments (the last one of an upload) only ever
+// shrink the size.
 func (s *fragmentSizer) acked(n int64, d, rtt time.Duration) {
 	if !s.adaptive || n <= 0 {
 		return
 	}
 	t := s.target(rtt)
-	switch {
-	case d > 2*t:
-		fit := int64(float64(n) * float64(t) / float64(d))
-		s.size = min(s.size, max(fit, s.floor))
-	case d < t/2 && n >= s.size:
-		s.size = min(2*s.size, s.ceiling)
+	slow := d > 2*t
+	if !slow && (d >= t/2 || n < s.size) {
+		return
 	}
+	fit := s.ceiling
+	if d > 0 {
+		fit = int64(min(float64(n)*float64(t)/float64(d), float64(s.ceiling)))
+	}
+	s.size = min(max(fit, s.floor), s.ceiling)
 }
 
 // tooLarge handles a 413 answer to a fragment of n bytes: it halves the

@@ -23,14 +23,22 @@ func TestFragmentSizer(t *testing.T) {
 	if s.size != DefaultFragmentSize || s.floor != DefaultMinFragmentSize || s.ceiling != MaxFragmentSize || !s.adaptive {
 		t.Fatalf("new sizer %+v", s)
 	}
-	// Fast Acks double the size, up to the cap.
-	var sizes []int64
-	for range 6 {
-		s.acked(s.size, 10*time.Millisecond, 0)
-		sizes = append(sizes, s.size)
+	// A fast Ack grows the size to what the link carries in the 2 s
+	// target: 1 MiB in 400 ms makes 5 MiB.
+	s.acked(s.size, 400*time.Millisecond, 0)
+	if s.size != 5*mib {
+		t.Errorf("after 1 MiB in 400 ms: size %d, want 5 MiB", s.size)
 	}
-	if want := []int64{2 * mib, 4 * mib, 8 * mib, MaxFragmentSize, MaxFragmentSize, MaxFragmentSize}; fmt.Sprint(sizes) != fmt.Sprint(want) {
-		t.Errorf("sizes %v, want %v", sizes, want)
+	// A very fast one reaches the cap, and the size never goes beyond.
+	for range 3 {
+		s.acked(s.size, 10*time.Millisecond, 0)
+		if s.size != MaxFragmentSize {
+			t.Errorf("after a fast Ack: size %d, want %d", s.size, MaxFragmentSize)
+		}
+	}
+	s.acked(s.size, 0, 0)
+	if s.size != MaxFragmentSize {
+		t.Errorf("after an Ack in no time: size %d", s.size)
 	}
 	// Acks between half and twice the 2 s target keep the size.
 	for _, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second} {
@@ -41,7 +49,7 @@ func TestFragmentSizer(t *testing.T) {
 	}
 	// A slow Ack shrinks it to what the link carried in 2 s.
 	s.acked(MaxFragmentSize, 20*time.Second, 0)
-	if want := int64(MaxFragmentSize / 10); s.size != want {
+	if want := int64(MaxFragmentSize * 2 / 20); s.size != want {
 		t.Errorf("after 13 MiB in 20 s: size %d, want %d", s.size, want)
 	}
 	// Never below the floor.
@@ -63,17 +71,17 @@ func TestFragmentSizer(t *testing.T) {
 }
 
 func TestFragmentSizerRoundTrip(t *testing.T) {
-	// 100 round trips of 50 ms: the target is 5 s, so a 4 s fragment is
-	// fast enough to grow ...
+	// 100 round trips of 50 ms: the target is 5 s, so 1 MiB in 2 s is
+	// fast, and the size grows to 2.5 MiB ...
 	s := (&Client{}).newFragmentSizer()
 	s.acked(s.size, 2*time.Second, 50*time.Millisecond)
-	if s.size != 2*mib {
-		t.Errorf("size %d, want 2 MiB", s.size)
+	if s.size != 5*mib/2 {
+		t.Errorf("size %d, want 2.5 MiB", s.size)
 	}
-	// ... which it is not without the round trip, when the target is 2 s.
+	// ... which the 2 s target without the round trip keeps.
 	s.acked(s.size, 2*time.Second, 0)
-	if s.size != 2*mib {
-		t.Errorf("size %d, want 2 MiB", s.size)
+	if s.size != 5*mib/2 {
+		t.Errorf("size %d, want 2.5 MiB", s.size)
 	}
 	// The target is at most 30 s.
 	if got := s.target(time.Second); got != 30*time.Second {
@@ -149,6 +157,7 @@ func (c *linkClock) advance(d time.Duration) {
 func TestAdaptiveFragments(t *testing.T) {
 	clock := &linkClock{now: time.Unix(1e9, 0)}
 	f := newFake(t)
+	f.noRaw = true
 	f.hook = func(f *fakeServer, w http.ResponseWriter, r *http.Request, p *protocol.Packet, n int) bool {
 		if p.Type == protocol.PacketFragment {
 			rate := int64(4 * mib)
@@ -162,27 +171,27 @@ func TestAdaptiveFragments(t *testing.T) {
 	c := newTestClient(t)
 	c.now = clock.Now
 	c.SkipPing = true
-	data := testData(22*mib, 21)
+	data := testData(30*mib, 21)
 	var sizes []int64
 	opts := &UploadOptions{Progress: func(p Progress) { sizes = append(sizes, p.FragmentSize) }}
 	if _, err := c.Upload(context.Background(), f.url("/up/adaptive"), bytes.NewReader(data), int64(len(data)), opts); err != nil {
 		t.Fatal(err)
 	}
 	checkFile(t, f, "/up/adaptive", data)
-	// 1 MiB takes 0.26 s and 2 MiB 0.51 s: both double. 4 MiB takes
-	// 1.01 s, within the 2 s target, so it stays. The fragment at 15 MiB
-	// takes 16.01 s: the size drops to what the link carries in 2 s,
-	// 4 MiB * 2 / 16.01 = 523960 bytes, which takes 2.01 s and stays.
-	got := fragmentSizes(f)
-	want := []string{"1048576", "2097152", "4194304", "4194304", "4194304", "4194304"}
-	for range 6 {
-		want = append(want, "523960")
+	// 1 MiB takes 0.26 s, so the size grows to what the link carries in
+	// 2 s at that rate: 1 MiB * 2 / 0.26 = 8065969 bytes. Those take
+	// 1.93 s, within the target, so the size stays. The fragment at
+	// 16.4 MiB takes 30.78 s: the size drops to 8065969 * 2 / 30.78 =
+	// 524117 bytes, which take 2.01 s, and stays.
+	want := []string{"1048576", "8065969", "8065969", "8065969"}
+	for range 11 {
+		want = append(want, "524117")
 	}
-	want = append(want, fmt.Sprint(22*mib-19*mib-6*523960))
-	if strings.Join(got, " ") != strings.Join(want, " ") {
+	want = append(want, fmt.Sprint(30*mib-1*mib-3*8065969-11*524117))
+	if got := fragmentSizes(f); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("fragment sizes\n got %v\nwant %v", got, want)
 	}
-	if sizes[0] != 2*mib || sizes[2] != 4*mib || sizes[5] != 523960 {
+	if sizes[0] != 8065969 || sizes[3] != 524117 {
 		t.Errorf("progress reported next sizes %v", sizes)
 	}
 
@@ -195,9 +204,10 @@ func TestAdaptiveFragments(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkFile(t, f, "/up/capped", data)
-	// 1 and 2 MiB pass, 4 MiB gets 413 and is sent again as 2 MiB, and
-	// the size never grows past that again.
-	want = []string{"1048576", "2097152", "4194304", "2097152", "2097152", "2097152", "1048576"}
+	// 1 MiB passes, 8065969 bytes get 413 and so do their half; the
+	// quarter passes, and although it is fast the size never grows past
+	// it again.
+	want = []string{"1048576", "8065969", "4032984", "2016492", "2016492", "2016492", "2016492", fmt.Sprint(10*mib - 1*mib - 4*2016492)}
 	if got := fragmentSizes(f); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("fragment sizes with 413 above 3 MiB\n got %v\nwant %v", got, want)
 	}
