@@ -103,7 +103,7 @@ type Client struct {
 	// SkipPing suppresses the Ping an upload sends before its first
 	// Create-Session. The Pings the protocol requires elsewhere (to a
 	// BITS-Host-Id node, and before resuming after a transport error) are
-	// always sent.
+	// always sent. It is false (send that Ping) by default.
 	SkipPing bool
 
 	// Username and Password, when either is set, are sent as HTTP Basic

@@ -24,15 +24,18 @@ type UploadOptions struct {
 	Reply io.Writer
 	// KeepReply keeps the reply in Result.Reply, up to MaxReplySize bytes;
 	// a larger reply fails the upload with BG_E_TOO_LARGE (like
-	// GetReplyData on Windows). It works together with Reply.
+	// GetReplyData on Windows). It works together with Reply. It is false
+	// by default.
 	KeepReply bool
 	// MaxReplySize caps a reply kept by KeepReply; 0 means
 	// DefaultMaxReplySize.
 	MaxReplySize int64
-	// SkipReply closes the session without downloading the reply.
+	// SkipReply closes the session without downloading the reply. It is
+	// false (download the reply) by default.
 	SkipReply bool
 	// ContentName, when set, is sent as Content-Name on Fragment and
 	// Close-Session packets, as Windows clients send the local file name.
+	// It is empty (no Content-Name) by default, except that
 	// [Client.UploadFile] defaults it to the file's base name.
 	ContentName string
 	// Progress, when set, is called after every fragment Ack (200 or 416)
