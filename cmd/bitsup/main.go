@@ -38,6 +38,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -340,6 +341,12 @@ func explain(err error, o options) error {
 		}
 		return fmt.Errorf("%s (%s: %w)", hint, opName(te.Packet), cause)
 	}
+	be, ok := errors.AsType[*client.Error](err)
+	if !ok || be.Packet == protocol.PacketUnknown || be.Context == protocol.ContextRemoteApplication {
+		// Not an answer of the BITS server itself to a BITS packet: the
+		// reply has its own URL, and the server application its own rules.
+		return err
+	}
 	var hint string
 	switch {
 	case errors.Is(err, client.ErrUnauthorized) && o.user == "":
@@ -348,9 +355,11 @@ func explain(err error, o options) error {
 		hint = fmt.Sprintf("the server rejected user %q without a password (401): pass the password with --password-env VARIABLE", o.user)
 	case errors.Is(err, client.ErrUnauthorized):
 		hint = fmt.Sprintf("the server rejected the credentials (401): check the user name %q and the password in $%s", o.user, o.passwordEnv)
-	case errors.Is(err, client.ErrForbidden), errors.Is(err, client.ErrAccessDenied):
-		hint = "the server refused access (403): the destination may exist already (bits_upload does not replace files " +
-			"unless allow_overwrite is set), or the user may not write there"
+	case be.Status == http.StatusForbidden && be.Packet == protocol.PacketCreateSession:
+		hint = "the server refused the upload (403): the destination may exist already (bits_upload replaces files " +
+			"only with allow_overwrite), or the user may not write there"
+	case be.Status == http.StatusForbidden:
+		hint = "the server refused access (403): the session may belong to another user, or the user may not write there"
 	case errors.Is(err, client.ErrNotFound):
 		hint = "nothing at this URL answers BITS (404): check the URL's path and that the server routes it to bits_upload"
 	default:

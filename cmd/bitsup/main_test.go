@@ -365,3 +365,49 @@ func TestRetryFor(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// TestForbiddenFailsAtOnce: a 403 of the BITS server ends the command at
+// once with a hint that fits the packet; a 403 of the server application
+// is reported as it is.
+func TestForbiddenFailsAtOnce(t *testing.T) {
+	noRetries(t)
+	var mu sync.Mutex
+	creates := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h["BITS-Packet-Type"] = []string{"Ack"}
+		h["Content-Length"] = []string{"0"}
+		switch r.Header.Get("BITS-Packet-Type") {
+		case "Ping":
+			w.WriteHeader(http.StatusOK)
+			return
+		case "Create-Session":
+			mu.Lock()
+			creates++
+			mu.Unlock()
+		}
+		h["BITS-Error-Code"] = []string{"0x80070005"}
+		h["BITS-Error-Context"] = []string{"0x5"}
+		if strings.HasPrefix(r.URL.Path, "/app") {
+			h["BITS-Error-Code"] = []string{"0x80190193"}
+			h["BITS-Error-Context"] = []string{"0x7"}
+		}
+		w.WriteHeader(http.StatusForbidden)
+	}))
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "in.bin")
+	os.WriteFile(path, []byte("hello"), 0o644)
+	_, err := runFor(t, "upload", path, srv.URL+"/exists.bin")
+	if err == nil || !strings.Contains(err.Error(), "the server refused the upload (403): the destination may exist already") ||
+		!strings.Contains(err.Error(), "E_ACCESSDENIED (0x80070005)") || creates != 1 {
+		t.Errorf("upload: %v after %d Create-Sessions", err, creates)
+	}
+	_, err = runFor(t, "cancel", srv.URL+"/exists.bin", "{00000000-0000-4000-8000-000000000001}")
+	if err == nil || !strings.Contains(err.Error(), "the server refused access (403): the session may belong to another user") {
+		t.Errorf("cancel: %v", err)
+	}
+	_, err = runFor(t, "upload", path, srv.URL+"/app.bin")
+	if err == nil || strings.Contains(err.Error(), "refused") || !strings.Contains(err.Error(), "BG_E_HTTP_ERROR_403") {
+		t.Errorf("application's 403: %v", err)
+	}
+}
