@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddy-bits/caddy-bits/protocol"
@@ -345,79 +344,25 @@ func (c *Client) setAuth(req *http.Request) {
 	}
 }
 
-// setBody gives req the body b with an explicit Content-Length, even when
-// b is empty. Go only writes "Content-Length: 0" for an extension method
-// when the transfer encoding is explicitly identity. When b is the data of
-// a fragmentBuffer fb, the bodies are counted in fb.
-func setBody(req *http.Request, b []byte, fb *fragmentBuffer) {
-	req.ContentLength = int64(len(b))
-	if len(b) == 0 {
+// setBody gives req a body of n bytes that open returns, with an explicit
+// Content-Length, even when n is 0. Go only writes "Content-Length: 0" for
+// an extension method when the transfer encoding is explicitly identity.
+// open is called again for each retry of the transport.
+func setBody(req *http.Request, n int64, open func() io.ReadCloser) {
+	req.ContentLength = n
+	if n == 0 {
 		req.Body = http.NoBody
 		req.GetBody = func() (io.ReadCloser, error) { return http.NoBody, nil }
 		req.TransferEncoding = []string{"identity"}
 		return
 	}
-	open := func() io.ReadCloser {
-		if fb == nil {
-			return io.NopCloser(bytes.NewReader(b))
-		}
-		return fb.body(b)
-	}
 	req.Body = open()
 	req.GetBody = func() (io.ReadCloser, error) { return open(), nil }
 }
 
-// fragmentBuffer is a buffer for fragment data that an upload reuses. The
-// transport may read a request body after the response arrived (when the
-// server answered before it read the whole body); the buffer may be
-// reused only once every request body over it has been closed.
-type fragmentBuffer struct {
-	b    []byte
-	open atomic.Int32 // request bodies over b not closed yet
-}
-
-// reusable reports whether no request reads the buffer any more.
-func (fb *fragmentBuffer) reusable() bool { return fb.open.Load() == 0 }
-
-// body returns a request body over b, a part of fb.b.
-func (fb *fragmentBuffer) body(b []byte) io.ReadCloser {
-	fb.open.Add(1)
-	return &bufferBody{b: b, fb: fb}
-}
-
-// bufferBody reads a fragmentBuffer. Its reads and its Close exclude each
-// other, and it reads nothing after Close, so that a closed body no longer
-// touches the buffer.
-type bufferBody struct {
-	mu     sync.Mutex
-	b      []byte
-	off    int
-	closed bool
-	fb     *fragmentBuffer
-}
-
-func (r *bufferBody) Read(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch {
-	case r.closed:
-		return 0, errors.New("read of a closed request body")
-	case r.off >= len(r.b):
-		return 0, io.EOF
-	}
-	n := copy(p, r.b[r.off:])
-	r.off += n
-	return n, nil
-}
-
-func (r *bufferBody) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.closed {
-		r.closed = true
-		r.fb.open.Add(-1)
-	}
-	return nil
+// bytesBody returns the body opener of b.
+func bytesBody(b []byte) func() io.ReadCloser {
+	return func() io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
 }
 
 // Send sends one raw BITS_POST packet to url and returns its parsed Ack,
@@ -431,12 +376,11 @@ func (c *Client) Send(ctx context.Context, url string, p *Packet) (*Ack, error) 
 
 // send performs one BITS_POST exchange.
 func (c *Client) send(ctx context.Context, url, packetType, sessionID string, extra http.Header, body []byte) (*Ack, error) {
-	return c.sendBuffer(ctx, url, packetType, sessionID, extra, body, nil)
+	return c.sendBody(ctx, url, packetType, sessionID, extra, int64(len(body)), bytesBody(body))
 }
 
-// sendBuffer is send with a body that is part of the buffer fb, when fb is
-// not nil.
-func (c *Client) sendBuffer(ctx context.Context, url, packetType, sessionID string, extra http.Header, body []byte, fb *fragmentBuffer) (*Ack, error) {
+// sendBody is send with a body of n bytes that open returns.
+func (c *Client) sendBody(ctx context.Context, url, packetType, sessionID string, extra http.Header, n int64, open func() io.ReadCloser) (*Ack, error) {
 	rctx, cancel := c.requestContext(ctx)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, protocol.Method, url, nil)
@@ -461,7 +405,7 @@ func (c *Client) sendBuffer(ctx context.Context, url, packetType, sessionID stri
 			h[k] = v
 		}
 	}
-	setBody(req, body, fb)
+	setBody(req, n, open)
 	hc, err := c.httpClient()
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -258,18 +259,18 @@ func (s *Session) contentName() http.Header {
 // read the whole fragment, the transport may still read data for a moment
 // after Fragment returned, so data must not be modified afterwards.
 func (s *Session) Fragment(ctx context.Context, data []byte, first, total int64) (*Ack, error) {
-	return s.fragment(ctx, data, first, total, nil)
+	return s.fragment(ctx, int64(len(data)), bytesBody(data), first, total)
 }
 
-// fragment is Fragment with data that is part of fb, when fb is not nil.
-func (s *Session) fragment(ctx context.Context, data []byte, first, total int64, fb *fragmentBuffer) (*Ack, error) {
-	r := protocol.Range{First: first, Last: first + int64(len(data)) - 1, Total: total}
+// fragment is Fragment with a body of n bytes that open returns.
+func (s *Session) fragment(ctx context.Context, n int64, open func() io.ReadCloser, first, total int64) (*Ack, error) {
+	r := protocol.Range{First: first, Last: first + n - 1, Total: total}
 	hdr := s.contentName()
 	if hdr == nil {
 		hdr = http.Header{}
 	}
 	hdr["Content-Range"] = []string{r.String()}
-	return s.c.sendBuffer(ctx, s.URL, protocol.PacketFragment.String(), s.WireID, hdr, data, fb)
+	return s.c.sendBody(ctx, s.URL, protocol.PacketFragment.String(), s.WireID, hdr, n, open)
 }
 
 // Close sends one Close-Session packet. It returns the Ack whatever its

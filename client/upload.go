@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
@@ -218,7 +219,6 @@ type upload struct {
 
 	x     *exchanger
 	sizer fragmentSizer
-	buf   *fragmentBuffer
 	acked int64
 }
 
@@ -309,14 +309,11 @@ func (u *upload) sendFragments() error {
 		a, act, err := u.x.exchange(p, func(string) (*Ack, error) {
 			off = u.acked
 			n = min(u.sizer.size, u.size-off)
-			if u.buf == nil || int64(len(u.buf.b)) < n || !u.buf.reusable() {
-				u.buf = &fragmentBuffer{b: make([]byte, max(n, min(u.sizer.size, u.size)))}
+			src := &sourceReads{u: u}
+			a, err := u.sess().fragment(u.ctx, n, src.opener(off, n), off, u.size)
+			if lerr := src.failure(); lerr != nil {
+				return nil, &stopError{lerr}
 			}
-			data := u.buf.b[:n]
-			if err := u.read(data, off); err != nil {
-				return nil, &stopError{err}
-			}
-			a, err := u.sess().fragment(u.ctx, data, off, u.size, u.buf)
 			if err != nil && errors.Is(err, context.DeadlineExceeded) && u.ctx.Err() == nil {
 				u.sizer.timedOut(n)
 			}
@@ -407,20 +404,62 @@ func noProgress(a *Ack, off int64) *Error {
 		Message: fmt.Sprintf("server answered %d with %s %d to a fragment starting at %d", a.Status, protocol.HeaderReceivedContentRange, a.Received, off)}
 }
 
-// read fills data from the upload source at off.
-func (u *upload) read(data []byte, off int64) error {
-	if len(data) == 0 {
-		return nil
+// sourceReads hands out request bodies that read a fragment straight from
+// the upload source, and records the first failure to read it. Streaming
+// the fragment, rather than reading it into a buffer first, costs no
+// memory however large fragments grow, and the transport may go on
+// reading a body after the response arrived without harm.
+type sourceReads struct {
+	u   *upload
+	mu  sync.Mutex
+	err error
+}
+
+// opener returns the body opener of the n bytes at off.
+func (r *sourceReads) opener(off, n int64) func() io.ReadCloser {
+	return func() io.ReadCloser {
+		return io.NopCloser(&sourceBody{r: r, off: off, end: off + n})
 	}
-	n, err := u.src.ReadAt(data, off)
-	if n == len(data) {
-		return nil
+}
+
+// fail records a failure to read the source.
+func (r *sourceReads) fail(err error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err == nil {
+		r.err = err
+	}
+	return r.err
+}
+
+// failure returns the first failure to read the source, or nil.
+func (r *sourceReads) failure() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// sourceBody reads the bytes off..end-1 of the upload source.
+type sourceBody struct {
+	r        *sourceReads
+	off, end int64
+}
+
+func (b *sourceBody) Read(p []byte) (int, error) {
+	if b.off >= b.end {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), b.end-b.off)]
+	n, err := b.r.u.src.ReadAt(p, b.off)
+	b.off += int64(n)
+	if n == len(p) {
+		return n, nil
 	}
 	if err == nil || errors.Is(err, io.EOF) {
-		return &Error{Packet: protocol.PacketFragment, Code: BGLocalFileChanged, Context: ContextLocalFile,
-			Message: fmt.Sprintf("the upload source ended at offset %d, before its size %d", off+int64(n), u.size)}
+		return n, b.r.fail(&Error{Packet: protocol.PacketFragment, Code: BGLocalFileChanged, Context: ContextLocalFile,
+			Message: fmt.Sprintf("the upload source ended at offset %d, before its size %d", b.off, b.r.u.size)})
 	}
-	return fmt.Errorf("bits client: reading %d bytes at offset %d of the upload source: %w", len(data), off, err)
+	return n, b.r.fail(fmt.Errorf("bits client: reading the upload source at offset %d: %w", b.off, err))
 }
 
 // closeSession sends Close-Session until the server acknowledges it.
