@@ -1184,3 +1184,64 @@ func TestProgressIsPerUpload(t *testing.T) {
 		}
 	}
 }
+
+// failingSource serves data until offset failAt, then fails with err (or
+// ends there when err is nil).
+type failingSource struct {
+	data   []byte
+	failAt int64
+	err    error
+}
+
+func (s *failingSource) ReadAt(p []byte, off int64) (int, error) {
+	if off >= s.failAt {
+		if s.err == nil {
+			return 0, io.EOF
+		}
+		return 0, s.err
+	}
+	n := copy(p, s.data[off:min(int64(len(s.data)), s.failAt)])
+	if n < len(p) {
+		if s.err == nil {
+			return n, io.EOF
+		}
+		return n, s.err
+	}
+	return n, nil
+}
+
+// TestSourceFailsMidFragment: the source fails while a fragment is being
+// sent; the upload ends at once with the source's error, not retried.
+func TestSourceFailsMidFragment(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"ends", nil, "the upload source ended at offset 150000, before its size 200000"},
+		{"fails", errors.New("disk on fire"), "reading the upload source at offset 150000: disk on fire"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(t)
+			c := newTestClient(t)
+			c.FragmentSize = 100000
+			c.MaxRetries = 3
+			src := &failingSource{data: testData(200000, 30), failAt: 150000, err: tc.err}
+			res, err := c.Upload(context.Background(), f.url("/up/fail"), src, 200000, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if tc.err != nil && !errors.Is(err, tc.err) {
+				t.Errorf("err = %v does not wrap the source's error", err)
+			}
+			if tc.err == nil && !errors.Is(err, ErrLocalFileChanged) {
+				t.Errorf("err = %v, want BG_E_LOCAL_FILE_CHANGED", err)
+			}
+			// The server may or may not have seen the broken second
+			// fragment; a retry would make a third.
+			if n := f.count("Fragment"); n > 2 || res.Acked != 100000 {
+				t.Errorf("%d fragments sent, %d bytes acknowledged; want at most 2 and 100000", n, res.Acked)
+			}
+		})
+	}
+}
