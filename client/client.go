@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"time"
@@ -383,6 +384,10 @@ func (c *Client) send(ctx context.Context, url, packetType, sessionID string, ex
 func (c *Client) sendBody(ctx context.Context, url, packetType, sessionID string, extra http.Header, n int64, open func() io.ReadCloser) (*Ack, error) {
 	rctx, cancel := c.requestContext(ctx)
 	defer cancel()
+	// The time from having a connection to having the response excludes
+	// the dial and TLS handshake of a new connection.
+	var gotConn time.Time
+	rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { gotConn = c.clock() }})
 	req, err := http.NewRequestWithContext(rctx, protocol.Method, url, nil)
 	if err != nil {
 		return nil, err
@@ -418,7 +423,11 @@ func (c *Client) sendBody(ctx context.Context, url, packetType, sessionID string
 	if _, err := io.CopyN(io.Discard, resp.Body, maxAckBody); err != nil && err != io.EOF {
 		return nil, fmt.Errorf("reading the Ack body: %w", err)
 	}
-	return parseAck(resp), nil
+	a := parseAck(resp)
+	if !gotConn.IsZero() {
+		a.exchange = c.clock().Sub(gotConn)
+	}
+	return a, nil
 }
 
 // Ping sends one Ping packet to url. It returns nil when the server

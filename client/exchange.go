@@ -25,7 +25,7 @@ type exchanger struct {
 	fb         hostFallback
 	onFallback func() // called after a fallback, if set
 
-	rtt     time.Duration // shortest Ping or Create-Session exchange; 0: none yet
+	rtt     time.Duration // shortest Ping or Create-Session exchange on its connection; 0: none yet
 	lastDur time.Duration // duration of the last send
 }
 
@@ -80,9 +80,9 @@ func (x *exchanger) exchange(p protocol.PacketType, send func(url string) (*Ack,
 			x.needPing = true // Windows pings before resuming
 			continue
 		}
-		if p == protocol.PacketPing || p == protocol.PacketCreateSession {
-			if x.rtt == 0 || x.lastDur < x.rtt {
-				x.rtt = x.lastDur
+		if rt := a.exchange; rt > 0 && (p == protocol.PacketPing || p == protocol.PacketCreateSession) {
+			if x.rtt == 0 || rt < x.rtt {
+				x.rtt = rt
 			}
 		}
 		act := decide(p, a)

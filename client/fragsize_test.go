@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -223,4 +224,37 @@ func fragmentSizes(f *fakeServer) []string {
 		}
 	}
 	return out
+}
+
+// TestExchangeTimeExcludesDial: the round trip that sets the target time
+// of fragments is measured on the connection, without its dial, so that
+// the first request of an upload does not inflate it.
+func TestExchangeTimeExcludesDial(t *testing.T) {
+	clock := &linkClock{now: time.Unix(1e9, 0)}
+	f := newFake(t)
+	f.hook = func(f *fakeServer, w http.ResponseWriter, r *http.Request, p *protocol.Packet, n int) bool {
+		clock.advance(10 * time.Millisecond)
+		return false
+	}
+	tr := NewTransport(nil)
+	dial := tr.DialContext
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		clock.advance(5 * time.Second)
+		return dial(ctx, network, addr)
+	}
+	c := newTestClient(t)
+	c.HTTPClient = &http.Client{Transport: tr}
+	c.now = clock.Now
+	for i := range 2 {
+		a, err := c.Send(context.Background(), f.url("/up/x"), &Packet{Type: protocol.PacketPing})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.exchange != 10*time.Millisecond {
+			t.Errorf("request %d: exchange took %v, want 10ms", i+1, a.exchange)
+		}
+	}
+	if n := f.connCount(); n != 1 {
+		t.Errorf("%d connections", n)
+	}
 }

@@ -50,6 +50,10 @@ type Ack struct {
 	// Context is BITS-Error-Context; ContextNone when absent or
 	// unparsable.
 	Context protocol.Context
+
+	// exchange is how long the request took on its connection, from
+	// getting the connection to reading the Ack; 0 when unknown.
+	exchange time.Duration
 }
 
 // IsAck reports whether the response carries "BITS-Packet-Type: Ack"
