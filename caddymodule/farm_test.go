@@ -491,7 +491,7 @@ func TestBinaryFarm(t *testing.T) {
 			killErr   string
 			restarted bool
 		)
-		c.Progress = func(p client.Progress) {
+		progress := func(p client.Progress) {
 			if dead == nil && p.Acked >= killAt {
 				var on []*farmNode
 				for _, n := range f.nodes {
@@ -516,7 +516,7 @@ func TestBinaryFarm(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		const name = "farm/death.bin"
-		res, err := c.Upload(ctx, f.url("/"+name), bytes.NewReader(data), size, nil)
+		res, err := c.Upload(ctx, f.url("/"+name), bytes.NewReader(data), size, &client.UploadOptions{Progress: progress})
 		t.Logf("request sequence (times from the start of the upload):\n%s", rec.log())
 		if killErr != "" {
 			t.Fatal(killErr)

@@ -302,6 +302,12 @@ func faultStormClient(hc *http.Client, u *faultUpload) *client.Client {
 		MaxRetryDelay:  500 * time.Millisecond,
 		MaxRetries:     100,
 		RequestTimeout: 10 * time.Second,
+	}
+}
+
+// faultStormOptions returns the upload options of one storm upload.
+func faultStormOptions(u *faultUpload) *client.UploadOptions {
+	return &client.UploadOptions{
 		Progress: func(p client.Progress) {
 			// Called from the upload's goroutine; sessions is read only
 			// after the upload returned.
@@ -334,7 +340,7 @@ func faultRunStorm(ctx context.Context, hc *http.Client, base string, ups []*fau
 			c := faultStormClient(hc, u)
 			defer c.CloseIdleConnections()
 			start := time.Now()
-			u.res, u.err = c.Upload(ctx, base+"/"+u.name, &faultPaced{data: u.data, rate: u.rate}, int64(len(u.data)), nil)
+			u.res, u.err = c.Upload(ctx, base+"/"+u.name, &faultPaced{data: u.data, rate: u.rate}, int64(len(u.data)), faultStormOptions(u))
 			u.took = time.Since(start)
 		}()
 	}

@@ -33,9 +33,9 @@ func TestUploadSizes(t *testing.T) {
 				c.HTTPClient = proto.hc
 				c.FragmentSize = 256 << 10
 				var acks []int64
-				c.Progress = func(p client.Progress) { acks = append(acks, p.Acked) }
+				opts := &client.UploadOptions{Progress: func(p client.Progress) { acks = append(acks, p.Acked) }}
 				path := "/" + proto.name + "/dir/file-" + itoa(size) + ".bin"
-				res, err := c.Upload(context.Background(), srv.URL(path), bytes.NewReader(data), int64(size), nil)
+				res, err := c.Upload(context.Background(), srv.URL(path), bytes.NewReader(data), int64(size), opts)
 				if err != nil {
 					t.Fatalf("upload: %v", err)
 				}

@@ -11,13 +11,20 @@
 //
 // Like the Windows client, an upload:
 //
+//   - speaks HTTP/1.1 with keep-alive, also over HTTPS (see [NewTransport]);
 //   - follows the server's BITS-Received-Content-Range after every 200 or
 //     416 fragment Ack, rewinding or skipping ahead as told;
-//   - halves the fragment size on 413, down to [Client.MinFragmentSize];
+//   - sizes its fragments adaptively between 5 KB and 13 MB, growing them
+//     when Acks come back fast and shrinking them when Acks are slow or
+//     the server answers 413, unless [Client.FragmentSize] fixes the size;
 //   - retries transient failures (transport errors, 5xx, 408, 409) with
-//     exponential backoff, pinging the server before it resumes after a
-//     transport error, and gives up after [Client.MaxRetries] consecutive
-//     failures without progress;
+//     jittered exponential backoff, pinging the server before it resumes
+//     after a transport error, and gives up after [Client.MaxRetries]
+//     consecutive failures, or [Client.NoProgressTimeout], without
+//     progress;
+//   - gives up at once on failures that retrying cannot fix: 401, 403, 404
+//     and other fatal answers, and certificate and TLS handshake errors
+//     ([TLSError]);
 //   - starts over with a new Create-Session when the server answers
 //     BG_E_SESSION_NOT_FOUND to a Fragment;
 //   - classifies errors of the server application (BITS-Error-Context 0x7)
@@ -29,7 +36,18 @@
 //
 // Server errors are returned as [*Error], which carries the Ack's HTTP
 // status, the HRESULT of BITS-Error-Code and the BITS-Error-Context; use
-// [errors.As] to inspect them.
+// [errors.As] to inspect them, or [errors.Is] with a sentinel such as
+// [ErrSessionNotFound] to match their code.
+//
+// For HTTPS with a private certificate authority, such as the one of
+// Caddy's "tls internal", trust its root certificate through
+// [Client.TLSConfig]:
+//
+//	pool, err := client.LoadRootCAs("/var/lib/caddy/pki/authorities/local/root.crt")
+//	if err != nil {
+//		return err
+//	}
+//	c := &client.Client{TLSConfig: &tls.Config{RootCAs: pool}, Username: "alice", Password: pw}
 //
 // For tests that need exact packet sequences the package also offers one
 // packet at a time, without retries: [Client.CreateSession],
@@ -48,4 +66,7 @@
 //		return err
 //	}
 //	log.Printf("uploaded %d bytes in session %s", res.Size, res.SessionID)
+//
+// A Client holds no per-upload state: progress callbacks, reply sinks and
+// the like are [UploadOptions], so one Client serves concurrent uploads.
 package client

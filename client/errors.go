@@ -19,25 +19,85 @@ const (
 	BGInsufficientRangeSupport protocol.HRESULT = 0x80200013
 )
 
+// ErrorTooManySessions is HRESULT_FROM_WIN32(ERROR_TOO_MANY_SESS), which
+// bits_upload sends with 503 when a user has too many open sessions.
+const ErrorTooManySessions protocol.HRESULT = 0x80070045
+
 // ContextLocalFile is BG_ERROR_CONTEXT_LOCAL_FILE, the context of errors
 // reading the upload source.
 const ContextLocalFile protocol.Context = 0x4
 
-// localNames names the client-side codes protocol.HRESULT.Name does not
-// know.
+// localNames names the codes protocol.HRESULT.Name does not know.
 var localNames = map[protocol.HRESULT]string{
 	BGLocalFileChanged:         "BG_E_LOCAL_FILE_CHANGED",
 	BGInsufficientRangeSupport: "BG_E_INSUFFICIENT_RANGE_SUPPORT",
+	ErrorTooManySessions:       "ERROR_TOO_MANY_SESS",
 }
+
+// Sentinel errors for [errors.Is]. Each matches every [*Error] with its
+// Code, whatever the packet, status and context (see [Error.Is]):
+//
+//	if errors.Is(err, client.ErrSessionNotFound) { ... }
+//
+// Any other HRESULT is matched the same way with an Error that has only a
+// Code: errors.Is(err, &client.Error{Code: protocol.ErrorDiskFull}).
+var (
+	// ErrSessionNotFound: the server does not know the session
+	// (BG_E_SESSION_NOT_FOUND). An upload starts over on it; Cancel
+	// returns it.
+	ErrSessionNotFound = &Error{Code: protocol.BGSessionNotFound}
+	// ErrTooLarge: the upload is larger than the server accepts, or the
+	// reply larger than UploadOptions.MaxReplySize (BG_E_TOO_LARGE).
+	ErrTooLarge = &Error{Code: protocol.BGTooLarge}
+	// ErrAccessDenied: the server refused the request (E_ACCESSDENIED),
+	// for example because the destination exists, or because the session
+	// belongs to another user.
+	ErrAccessDenied = &Error{Code: protocol.EAccessDenied}
+	// ErrInvalidArg: the server found that the request broke a protocol
+	// rule (E_INVALIDARG).
+	ErrInvalidArg = &Error{Code: protocol.EInvalidArg}
+	// ErrDiskFull: the server's disk is full (ERROR_DISK_FULL); the client
+	// retries.
+	ErrDiskFull = &Error{Code: protocol.ErrorDiskFull}
+	// ErrTooManySessions: the user has too many open sessions
+	// (ERROR_TOO_MANY_SESS); the client retries.
+	ErrTooManySessions = &Error{Code: ErrorTooManySessions}
+	// ErrInvalidServerResponse: a response broke the protocol
+	// (BG_E_INVALID_SERVER_RESPONSE).
+	ErrInvalidServerResponse = &Error{Code: protocol.BGInvalidServerResponse}
+	// ErrProtocolMismatch: the server chose a protocol the client did not
+	// offer (BG_E_CLIENT_SERVER_PROTOCOL_MISMATCH).
+	ErrProtocolMismatch = &Error{Code: protocol.BGClientServerProtocolMis}
+	// ErrNoProgress: the server kept acknowledging fragments without
+	// moving forward (BG_E_NO_PROGRESS).
+	ErrNoProgress = &Error{Code: protocol.BGNoProgress}
+	// ErrLocalFileChanged: the upload source ended before its size
+	// (BG_E_LOCAL_FILE_CHANGED).
+	ErrLocalFileChanged = &Error{Code: BGLocalFileChanged}
+	// ErrInsufficientRangeSupport: the server of the reply does not resume
+	// with ranges (BG_E_INSUFFICIENT_RANGE_SUPPORT).
+	ErrInsufficientRangeSupport = &Error{Code: BGInsufficientRangeSupport}
+	// ErrUnauthorized: a 401 without a BITS error code
+	// (BG_E_HTTP_ERROR_401), as basic_auth answers missing or wrong
+	// credentials.
+	ErrUnauthorized = &Error{Code: protocol.HTTPError(http.StatusUnauthorized)}
+	// ErrForbidden: a 403 without a BITS error code (BG_E_HTTP_ERROR_403),
+	// or a server application's 403 (context 0x7).
+	ErrForbidden = &Error{Code: protocol.HTTPError(http.StatusForbidden)}
+	// ErrNotFound: a 404 without a BITS error code (BG_E_HTTP_ERROR_404):
+	// nothing at the URL speaks BITS, or the reply is gone.
+	ErrNotFound = &Error{Code: protocol.HTTPError(http.StatusNotFound)}
+)
 
 // Error is a BITS failure: either an Ack whose status is an error for the
 // packet it answers, or a response the client found to break the protocol
 // (then Code is BG_E_INVALID_SERVER_RESPONSE or another client-side code
 // and Message says what was wrong). Use [errors.As] to get it out of the
-// error an upload returns:
+// error an upload returns, or [errors.Is] to match its code:
 //
 //	var be *client.Error
 //	if errors.As(err, &be) && be.Code == protocol.BGTooLarge { ... }
+//	if errors.Is(err, client.ErrTooLarge) { ... } // the same test
 type Error struct {
 	// Packet is the type of the request the failure answers. It is
 	// protocol.PacketUnknown for failures of the reply download, which uses
@@ -66,7 +126,12 @@ type Error struct {
 // Error formats the failure with the symbolic names of its HRESULT and
 // context, for example
 // "fragment: server answered 500 BG_E_SESSION_NOT_FOUND (0x8020001F), context BG_ERROR_CONTEXT_REMOTE_FILE (0x5)".
+// An Error that has nothing but a Code, such as the sentinel values,
+// formats as the code alone.
 func (e *Error) Error() string {
+	if e.Packet == protocol.PacketUnknown && e.Status == 0 && e.Message == "" && e.Context == protocol.ContextNone && e.Ack == nil {
+		return CodeString(e.Code)
+	}
 	var b strings.Builder
 	b.WriteString(opName(e.Packet))
 	b.WriteString(": ")
@@ -86,6 +151,14 @@ func (e *Error) Error() string {
 		}
 	}
 	return b.String()
+}
+
+// Is reports whether target is an *Error with the same Code, so that
+// [errors.Is] matches an Error against the sentinel values such as
+// [ErrSessionNotFound], or against any HRESULT.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t != nil && e.Code == t.Code
 }
 
 // CodeString formats an HRESULT as its symbolic name followed by its hex

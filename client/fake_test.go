@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -68,6 +72,7 @@ type fakeServer struct {
 	noHead      bool                       // answer HEAD on replies with 405
 	hook        hookFunc
 	replyHook   replyHookFunc
+	noRaw       bool // do not record the bytes clients send
 
 	mu      sync.Mutex
 	log     []string
@@ -76,9 +81,19 @@ type fakeServer struct {
 	counts  map[string]int
 	replies map[string][]byte // by bare lower-case session id
 	headers []http.Header     // request headers in order
+	protos  []string          // request protocols ("HTTP/1.1") in order
+	hellos  [][]string        // ALPN protocols of each TLS ClientHello
 }
 
 func newFake(t *testing.T) *fakeServer {
+	t.Helper()
+	f := newUnstartedFake(t)
+	f.srv.Start()
+	return f
+}
+
+// newUnstartedFake returns a fake whose server is not started yet.
+func newUnstartedFake(t *testing.T) *fakeServer {
 	t.Helper()
 	f := &fakeServer{t: t, store: newFakeStore(), counts: map[string]int{}, replies: map[string][]byte{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -87,9 +102,52 @@ func newFake(t *testing.T) *fakeServer {
 	}
 	f.srv = httptest.NewUnstartedServer(f)
 	f.srv.Listener = &recListener{Listener: ln, f: f}
-	f.srv.Start()
 	t.Cleanup(f.srv.Close)
 	return f
+}
+
+// newTLSFake returns a fake that serves HTTPS with httptest's certificate
+// (valid for 127.0.0.1, ::1 and example.com) and offers the ALPN
+// protocols protos, recording what each ClientHello offers. cfg, when not
+// nil, is the base of the server's TLS configuration.
+func newTLSFake(t *testing.T, cfg *tls.Config, protos ...string) *fakeServer {
+	t.Helper()
+	f := newUnstartedFake(t)
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	cfg.NextProtos = protos
+	cfg.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		f.mu.Lock()
+		f.hellos = append(f.hellos, append([]string{}, hello.SupportedProtos...))
+		f.mu.Unlock()
+		return nil, nil
+	}
+	f.srv.TLS = cfg
+	f.srv.EnableHTTP2 = slices.Contains(protos, "h2")
+	f.srv.StartTLS()
+	return f
+}
+
+// clientHellos returns the ALPN protocols of each TLS ClientHello so far.
+func (f *fakeServer) clientHellos() [][]string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([][]string(nil), f.hellos...)
+}
+
+// requestProtos returns the protocol of each request so far.
+func (f *fakeServer) requestProtos() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.protos...)
+}
+
+// certPool returns a pool that trusts the fake's TLS certificate.
+func (f *fakeServer) certPool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(f.srv.Certificate())
+	return pool
 }
 
 // url returns the upload URL of path on the fake.
@@ -145,6 +203,9 @@ func (f *fakeServer) file(path string) ([]byte, bool) {
 }
 
 func (f *fakeServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.protos = append(f.protos, r.Proto)
+	f.mu.Unlock()
 	if f.user != "" || f.pass != "" {
 		if u, p, ok := r.BasicAuth(); !ok || u != f.user || p != f.pass {
 			f.record("401 "+r.Method, r.Header)
@@ -337,7 +398,9 @@ func (c *recConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.f.mu.Lock()
-		c.f.raw.Write(p[:n])
+		if !c.f.noRaw {
+			c.f.raw.Write(p[:n])
+		}
 		c.f.mu.Unlock()
 	}
 	return n, err
@@ -345,11 +408,10 @@ func (c *recConn) Read(p []byte) (int, error) {
 
 // testData returns n deterministic pseudo-random bytes.
 func testData(n int, seed uint64) []byte {
-	r := mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
+	mrand.NewChaCha8(key).Read(b)
 	return b
 }
 

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/url"
@@ -49,6 +50,10 @@ type Ack struct {
 	// Context is BITS-Error-Context; ContextNone when absent or
 	// unparsable.
 	Context protocol.Context
+
+	// exchange is how long the request took on its connection, from
+	// getting the connection to reading the Ack; 0 when unknown.
+	exchange time.Duration
 }
 
 // IsAck reports whether the response carries "BITS-Packet-Type: Ack"
@@ -254,15 +259,22 @@ func (s *Session) contentName() http.Header {
 // first..first+len(data)-1 of an upload of total bytes, with
 // "Content-Range: bytes <first>-<last>/<total>" (for an empty file
 // "bytes 0--1/0"). It returns the Ack whatever its status; the error is
-// only for a failure to get a response.
+// only for a failure to get a response. When the server answers before it
+// read the whole fragment, the transport may still read data for a moment
+// after Fragment returned, so data must not be modified afterwards.
 func (s *Session) Fragment(ctx context.Context, data []byte, first, total int64) (*Ack, error) {
-	r := protocol.Range{First: first, Last: first + int64(len(data)) - 1, Total: total}
+	return s.fragment(ctx, int64(len(data)), bytesBody(data), first, total)
+}
+
+// fragment is Fragment with a body of n bytes that open returns.
+func (s *Session) fragment(ctx context.Context, n int64, open func() io.ReadCloser, first, total int64) (*Ack, error) {
+	r := protocol.Range{First: first, Last: first + n - 1, Total: total}
 	hdr := s.contentName()
 	if hdr == nil {
 		hdr = http.Header{}
 	}
 	hdr["Content-Range"] = []string{r.String()}
-	return s.c.send(ctx, s.URL, protocol.PacketFragment.String(), s.WireID, hdr, data)
+	return s.c.sendBody(ctx, s.URL, protocol.PacketFragment.String(), s.WireID, hdr, n, open)
 }
 
 // Close sends one Close-Session packet. It returns the Ack whatever its

@@ -94,7 +94,7 @@ func (u *upload) downloadReply() error {
 		return err
 	}
 	d := &replyDownload{u: u, url: ru, size: -1}
-	su, _ := url.Parse(u.sess.URL)
+	su, _ := url.Parse(u.sess().URL)
 	d.auth = sameHost(ru, u.origURL) || (su != nil && sameHost(ru, su))
 	var sinks []io.Writer
 	if u.opts.Reply != nil {
@@ -178,7 +178,12 @@ func (d *replyDownload) request(method, rng string) (*http.Response, context.Can
 	if d.auth {
 		c.setAuth(req)
 	}
-	resp, err := c.httpClient().Do(req)
+	hc, err := c.httpClient()
+	if err != nil {
+		cancel()
+		return nil, nil, err
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		cancel()
 		return nil, nil, err
@@ -188,7 +193,7 @@ func (d *replyDownload) request(method, rng string) (*http.Response, context.Can
 
 // failed handles a failed reply request; it returns nil to retry.
 func (d *replyDownload) failed(err error, fatal bool) error {
-	return d.u.r.failed(protocol.PacketUnknown, err, fatal)
+	return d.u.x.r.failed(protocol.PacketUnknown, err, fatal)
 }
 
 // statusErr turns a reply response into an error and reports whether it
@@ -312,7 +317,7 @@ func (d *replyDownload) copy(resp *http.Response, n int64) error {
 	w, err := io.CopyN(d.dst, resp.Body, n)
 	d.got += w
 	if w > 0 {
-		d.u.r.progress()
+		d.u.x.r.progress()
 	}
 	switch {
 	case err == nil:

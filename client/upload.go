@@ -9,7 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
+	"sync"
 
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
@@ -25,21 +25,29 @@ type UploadOptions struct {
 	Reply io.Writer
 	// KeepReply keeps the reply in Result.Reply, up to MaxReplySize bytes;
 	// a larger reply fails the upload with BG_E_TOO_LARGE (like
-	// GetReplyData on Windows). It works together with Reply.
+	// GetReplyData on Windows). It works together with Reply. It is false
+	// by default.
 	KeepReply bool
 	// MaxReplySize caps a reply kept by KeepReply; 0 means
 	// DefaultMaxReplySize.
 	MaxReplySize int64
-	// SkipReply closes the session without downloading the reply.
+	// SkipReply closes the session without downloading the reply. It is
+	// false (download the reply) by default.
 	SkipReply bool
 	// ContentName, when set, is sent as Content-Name on Fragment and
 	// Close-Session packets, as Windows clients send the local file name.
+	// It is empty (no Content-Name) by default, except that
 	// [Client.UploadFile] defaults it to the file's base name.
 	ContentName string
+	// Progress, when set, is called after every fragment Ack (200 or 416)
+	// of the upload, from the goroutine running the upload. It is nil by
+	// default.
+	Progress func(Progress)
 }
 
 // Result describes an upload. Upload returns it also with an error, then
-// describing how far the upload got.
+// describing how far the upload got. Its session fields describe the last
+// session; Sessions lists all of them.
 type Result struct {
 	// SessionID is the canonical id of the last session, or empty when the
 	// server's id is not a braced GUID (see WireSessionID).
@@ -74,6 +82,34 @@ type Result struct {
 	// FellBack reports that the last session left its BITS-Host-Id node
 	// for the original URL after the fallback timeout.
 	FellBack bool
+	// Sessions lists every session the upload created, in order; the last
+	// one is the session the fields above describe. It is empty when no
+	// Create-Session succeeded.
+	Sessions []SessionResult
+}
+
+// SessionResult describes one session of an upload.
+type SessionResult struct {
+	// SessionID is the canonical id of the session, or empty when the
+	// server's id is not a braced GUID.
+	SessionID protocol.SessionID
+	// WireSessionID is the id exactly as the server sent it.
+	WireSessionID string
+	// URL is where the last packets of the session went: the upload URL,
+	// or the BITS-Host-Id node.
+	URL string
+	// HostID is the session's BITS-Host-Id, or empty.
+	HostID string
+	// FellBack reports that the session left its BITS-Host-Id node for the
+	// upload URL after the fallback timeout.
+	FellBack bool
+	// Acked is the last offset the server confirmed in this session.
+	Acked int64
+	// Fragments counts the fragment Acks (200 or 416) of this session.
+	Fragments int
+	// Err is why the upload left the session for a new one: the server's
+	// BG_E_SESSION_NOT_FOUND answer. It is nil for the last session.
+	Err error
 }
 
 // Upload uploads size bytes of src to url, as a Windows BITS upload job
@@ -102,13 +138,15 @@ func (c *Client) Upload(ctx context.Context, url string, src io.ReaderAt, size i
 	if err != nil {
 		return res, err
 	}
-	up := &upload{
-		c: c, ctx: ctx, orig: url, origURL: u, src: src, size: size, opts: *opts, res: res,
-		r:        retrier{c: c, ctx: ctx, max: c.maxRetries()},
-		fragSize: c.fragmentSize(),
-		minFrag:  c.minFragmentSize(),
+	if _, err := c.httpClient(); err != nil {
+		return res, err
 	}
-	up.buf = make([]byte, min(up.fragSize, size))
+	up := &upload{
+		c: c, ctx: ctx, origURL: u, src: src, size: size, opts: *opts, res: res,
+		x:     c.newExchanger(ctx, url),
+		sizer: c.newFragmentSizer(),
+	}
+	up.x.onFallback = up.fellBack
 	return res, up.run()
 }
 
@@ -173,29 +211,27 @@ func (e *restartError) Unwrap() error { return e.err }
 type upload struct {
 	c       *Client
 	ctx     context.Context
-	orig    string
 	origURL *url.URL
 	src     io.ReaderAt
 	size    int64
 	opts    UploadOptions
 	res     *Result
 
-	r        retrier
-	fragSize int64
-	minFrag  int64
-	buf      []byte
-
-	sess     *Session // nil before Create-Session
-	acked    int64
-	onHost   bool // packets go to the BITS-Host-Id node
-	fb       hostFallback
-	needPing bool
+	x     *exchanger
+	sizer fragmentSizer
+	acked int64
 }
+
+// sess is the current session, or nil before Create-Session.
+func (u *upload) sess() *Session { return u.x.sess }
+
+// current is the entry of the current session in the Result.
+func (u *upload) current() *SessionResult { return &u.res.Sessions[len(u.res.Sessions)-1] }
 
 // run drives the whole upload.
 func (u *upload) run() error {
 	if !u.c.SkipPing {
-		if err := u.pingLoop(); err != nil {
+		if err := u.x.ping(); err != nil {
 			return err
 		}
 	}
@@ -211,8 +247,9 @@ func (u *upload) run() error {
 		if u.res.Restarts >= u.c.maxRestarts() {
 			return fmt.Errorf("bits client: fragment: giving up after %d restarts: %w", u.res.Restarts, re.err)
 		}
+		u.current().Err = re.err
 		u.res.Restarts++
-		u.sess, u.onHost, u.fb, u.needPing = nil, false, hostFallback{}, false
+		u.x.forget()
 	}
 	u.res.Complete = true
 	if u.res.ReplyURL != "" && !u.opts.SkipReply {
@@ -223,102 +260,44 @@ func (u *upload) run() error {
 	return u.closeSession()
 }
 
-// target is where the next packet goes.
-func (u *upload) target() string {
-	if u.sess == nil {
-		return u.orig
-	}
-	return u.sess.URL
-}
-
-// pingLoop pings the current target until it answers with a 2xx Ack.
-func (u *upload) pingLoop() error {
-	for {
-		u.checkFallback()
-		err := u.c.Ping(u.ctx, u.target())
-		if err == nil {
-			u.needPing = false
-			return nil
-		}
-		u.hostFailure(err)
-		if e := u.r.failed(protocol.PacketPing, err, isFatal(protocol.PacketPing, err)); e != nil {
-			return e
-		}
-	}
-}
-
-// hostFailure starts the host-id fallback timer when err is a transport
-// error or a 5xx answer of the host-id node.
-func (u *upload) hostFailure(err error) {
-	if !u.onHost {
-		return
-	}
-	var be *Error
-	if !errors.As(err, &be) || be.Status >= 500 {
-		u.fb.failed(time.Now())
-	}
-}
-
-// checkFallback moves the session back to its original URL when the
-// host-id node has been failing for longer than the fallback timeout.
-func (u *upload) checkFallback() {
-	if !u.onHost || !u.fb.due(time.Now()) {
-		return
-	}
-	u.sess.URL = u.sess.OriginalURL
-	u.onHost = false
-	u.fb = hostFallback{}
-	u.needPing = true
-	u.res.SessionURL = u.sess.URL
-	u.res.FellBack = true
-	u.r.progress() // a new node gets a fresh set of retries
+// fellBack records that the session left its host-id node.
+func (u *upload) fellBack() {
+	s := u.current()
+	s.URL, s.FellBack = u.sess().URL, true
+	u.res.SessionURL, u.res.FellBack = s.URL, true
 }
 
 // runSession creates a session and sends fragments until the server holds
 // the whole upload. It returns a *restartError when the session is lost.
 func (u *upload) runSession() error {
 	const p = protocol.PacketCreateSession
-	for {
-		if u.needPing {
-			if err := u.pingLoop(); err != nil {
-				return err
-			}
-		}
-		s, a, err := u.c.createSession(u.ctx, u.orig, u.opts.ContentName)
-		if err == nil {
-			u.startSession(s)
-			break
-		}
-		if a == nil {
-			if e := u.r.failed(p, err, false); e != nil {
-				return e
-			}
-			u.needPing = true
-			continue
-		}
-		fatal := success(p, a.Status) || decide(p, a) != actTransient
-		if e := u.r.failed(p, err, fatal); e != nil {
-			return e
-		}
+	var (
+		s    *Session
+		cerr error
+	)
+	_, act, err := u.x.exchange(p, func(url string) (*Ack, error) {
+		var a *Ack
+		s, a, cerr = u.c.createSession(u.ctx, url, u.opts.ContentName)
+		return a, cerr
+	})
+	switch {
+	case err != nil:
+		return err
+	case act != actOK || cerr != nil:
+		// An error status, or a success that broke the protocol.
+		return cerr
 	}
+	u.startSession(s)
 	return u.sendFragments()
 }
 
 // startSession adopts a new session.
 func (u *upload) startSession(s *Session) {
-	u.sess = s
+	u.x.adopt(s, u.c.HostIDFallbackOverride)
 	u.acked = 0
 	u.res.SessionID, u.res.WireSessionID, u.res.SessionURL = s.ID, s.WireID, s.URL
 	u.res.HostID, u.res.FellBack, u.res.Acked = s.HostID, false, 0
-	if s.HostID != "" {
-		timeout := s.HostIDFallback
-		if u.c.HostIDFallbackOverride > 0 {
-			timeout = u.c.HostIDFallbackOverride
-		}
-		u.onHost = true
-		u.fb = hostFallback{timeout: timeout}
-		u.needPing = true // Windows pings the host-id node first
-	}
+	u.res.Sessions = append(u.res.Sessions, SessionResult{SessionID: s.ID, WireSessionID: s.WireID, URL: s.URL, HostID: s.HostID})
 }
 
 // sendFragments sends the upload from the server-confirmed offset until the
@@ -326,50 +305,41 @@ func (u *upload) startSession(s *Session) {
 func (u *upload) sendFragments() error {
 	const p = protocol.PacketFragment
 	for {
-		u.checkFallback()
-		if u.needPing {
-			if err := u.pingLoop(); err != nil {
-				return err
+		var off, n int64
+		a, act, err := u.x.exchange(p, func(string) (*Ack, error) {
+			off = u.acked
+			n = min(u.sizer.size, u.size-off)
+			src := &sourceReads{u: u}
+			a, err := u.sess().fragment(u.ctx, n, src.opener(off, n), off, u.size)
+			if lerr := src.failure(); lerr != nil {
+				return nil, &stopError{lerr}
 			}
-		}
-		off := u.acked
-		n := min(u.fragSize, u.size-off)
-		data := u.buf[:n]
-		if err := u.read(data, off); err != nil {
+			if err != nil && errors.Is(err, context.DeadlineExceeded) && u.ctx.Err() == nil {
+				u.sizer.timedOut(n)
+			}
+			return a, err
+		})
+		if err != nil {
 			return err
 		}
-		a, err := u.sess.Fragment(u.ctx, data, off, u.size)
-		if err != nil {
-			u.hostFailure(err)
-			if e := u.r.failed(p, err, false); e != nil {
-				return e
-			}
-			u.needPing = true // Windows pings before resuming
-			continue
-		}
-		switch decide(p, a) {
+		switch act {
 		case actOK:
+			u.sizer.acked(n, u.x.lastDur, u.x.rtt)
 			done, err := u.fragmentAcked(a, off)
 			if err != nil || done {
 				return err
 			}
 		case actShrink:
-			if n <= u.minFrag {
-				e := a.Err(p).(*Error)
-				e.Message = fmt.Sprintf("server answered %d to a fragment of %d bytes, not above the minimum fragment size %d", a.Status, n, u.minFrag)
+			if !u.sizer.tooLarge(n) {
+				var e *Error
+				if !errors.As(a.Err(p), &e) {
+					return a.Err(p)
+				}
+				e.Message = fmt.Sprintf("server answered %d to a fragment of %d bytes, not above the minimum fragment size %d", a.Status, n, u.sizer.floor)
 				return e
 			}
-			u.fragSize = max(n/2, u.minFrag)
 		case actSessionLost:
 			return &restartError{a.Err(p)}
-		case actTransient:
-			// A failed final fragment is simply sent again, which makes the
-			// server notify its application again.
-			err := a.Err(p)
-			u.hostFailure(err)
-			if e := u.r.failed(p, err, false); e != nil {
-				return e
-			}
 		default:
 			return a.Err(p)
 		}
@@ -390,20 +360,23 @@ func (u *upload) fragmentAcked(a *Ack, off int64) (bool, error) {
 	if a.Received > u.size {
 		return false, invalidResponse(p, a, "%d Ack reports %s %d, beyond the upload size %d", a.Status, protocol.HeaderReceivedContentRange, a.Received, u.size)
 	}
-	u.fb.succeeded()
+	u.x.fb.succeeded()
 	u.res.Fragments++
 	prev := u.acked
 	u.acked, u.res.Acked = a.Received, a.Received
-	if u.c.Progress != nil {
-		u.c.Progress(Progress{
-			SessionID: u.sess.ID, Acked: u.acked, Total: u.size,
-			Fragments: u.res.Fragments, Restarts: u.res.Restarts, FragmentSize: u.fragSize,
+	cur := u.current()
+	cur.Fragments++
+	cur.Acked = a.Received
+	if u.opts.Progress != nil {
+		u.opts.Progress(Progress{
+			SessionID: u.sess().ID, Acked: u.acked, Total: u.size,
+			Fragments: u.res.Fragments, Restarts: u.res.Restarts, FragmentSize: u.sizer.size,
 		})
 	}
 	if u.acked == u.size {
-		u.r.progress()
+		u.x.r.progress()
 		if a.ReplyURL != "" {
-			ru, err := resolveReplyURL(u.sess.URL, a.ReplyURL)
+			ru, err := resolveReplyURL(u.sess().URL, a.ReplyURL)
 			if err != nil {
 				return false, invalidResponse(p, a, "%v", err)
 			}
@@ -413,14 +386,14 @@ func (u *upload) fragmentAcked(a *Ack, off int64) (bool, error) {
 	}
 	switch {
 	case u.acked > prev:
-		u.r.progress()
+		u.x.r.progress()
 		return false, nil
 	case u.acked < prev:
 		// The server lost data and asks for it again: resend at once, but
 		// count it, so a server that keeps rewinding cannot loop forever.
-		return false, u.r.fail(p, noProgress(a, off), false, false)
+		return false, u.x.r.fail(p, noProgress(a, off), false, false)
 	default:
-		return false, u.r.failed(p, noProgress(a, off), false)
+		return false, u.x.r.failed(p, noProgress(a, off), false)
 	}
 }
 
@@ -431,54 +404,77 @@ func noProgress(a *Ack, off int64) *Error {
 		Message: fmt.Sprintf("server answered %d with %s %d to a fragment starting at %d", a.Status, protocol.HeaderReceivedContentRange, a.Received, off)}
 }
 
-// read fills data from the upload source at off.
-func (u *upload) read(data []byte, off int64) error {
-	if len(data) == 0 {
-		return nil
+// sourceReads hands out request bodies that read a fragment straight from
+// the upload source, and records the first failure to read it. Streaming
+// the fragment, rather than reading it into a buffer first, costs no
+// memory however large fragments grow, and the transport may go on
+// reading a body after the response arrived without harm.
+type sourceReads struct {
+	u   *upload
+	mu  sync.Mutex
+	err error
+}
+
+// opener returns the body opener of the n bytes at off.
+func (r *sourceReads) opener(off, n int64) func() io.ReadCloser {
+	return func() io.ReadCloser {
+		return io.NopCloser(&sourceBody{r: r, off: off, end: off + n})
 	}
-	n, err := u.src.ReadAt(data, off)
-	if n == len(data) {
-		return nil
+}
+
+// fail records a failure to read the source.
+func (r *sourceReads) fail(err error) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.err == nil {
+		r.err = err
+	}
+	return r.err
+}
+
+// failure returns the first failure to read the source, or nil.
+func (r *sourceReads) failure() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// sourceBody reads the bytes off..end-1 of the upload source.
+type sourceBody struct {
+	r        *sourceReads
+	off, end int64
+}
+
+func (b *sourceBody) Read(p []byte) (int, error) {
+	if b.off >= b.end {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), b.end-b.off)]
+	n, err := b.r.u.src.ReadAt(p, b.off)
+	b.off += int64(n)
+	if n == len(p) {
+		return n, nil
 	}
 	if err == nil || errors.Is(err, io.EOF) {
-		return &Error{Packet: protocol.PacketFragment, Code: BGLocalFileChanged, Context: ContextLocalFile,
-			Message: fmt.Sprintf("the upload source ended at offset %d, before its size %d", off+int64(n), u.size)}
+		return n, b.r.fail(&Error{Packet: protocol.PacketFragment, Code: BGLocalFileChanged, Context: ContextLocalFile,
+			Message: fmt.Sprintf("the upload source ended at offset %d, before its size %d", b.off, b.r.u.size)})
 	}
-	return fmt.Errorf("bits client: reading %d bytes at offset %d of the upload source: %w", len(data), off, err)
+	return n, b.r.fail(fmt.Errorf("bits client: reading the upload source at offset %d: %w", b.off, err))
 }
 
 // closeSession sends Close-Session until the server acknowledges it.
 func (u *upload) closeSession() error {
 	const p = protocol.PacketCloseSession
-	for {
-		u.checkFallback()
-		if u.needPing {
-			if err := u.pingLoop(); err != nil {
-				return err
-			}
-		}
-		a, err := u.sess.Close(u.ctx)
-		if err != nil {
-			u.hostFailure(err)
-			if e := u.r.failed(p, err, false); e != nil {
-				return e
-			}
-			u.needPing = true
-			continue
-		}
-		switch decide(p, a) {
-		case actOK, actSessionLost:
-			// The upload completed, so a session the server no longer
-			// knows (a lost Ack of an earlier Close) is as good as closed.
-			return nil
-		case actTransient:
-			err := a.Err(p)
-			u.hostFailure(err)
-			if e := u.r.failed(p, err, false); e != nil {
-				return e
-			}
-		default:
-			return a.Err(p)
-		}
+	a, act, err := u.x.exchange(p, func(string) (*Ack, error) {
+		return u.sess().Close(u.ctx)
+	})
+	switch {
+	case err != nil:
+		return err
+	case act == actOK, act == actSessionLost:
+		// The upload completed, so a session the server no longer knows
+		// (a lost Ack of an earlier Close) is as good as closed.
+		return nil
 	}
+	return a.Err(p)
 }

@@ -178,9 +178,9 @@ func TestResyncRewind416(t *testing.T) {
 	c := newTestClient(t)
 	c.FragmentSize = 10000
 	var prog []Progress
-	c.Progress = func(p Progress) { prog = append(prog, p) }
+	opts := &UploadOptions{Progress: func(p Progress) { prog = append(prog, p) }}
 	data := testData(35000, 4)
-	res, err := c.Upload(context.Background(), f.url("/up/r"), bytes.NewReader(data), 35000, nil)
+	res, err := c.Upload(context.Background(), f.url("/up/r"), bytes.NewReader(data), 35000, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1144,5 +1144,104 @@ func TestConcurrentUploads(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkFile(t, f, fmt.Sprintf("/up/c%d", i), datas[i])
+	}
+}
+
+// TestProgressIsPerUpload: concurrent uploads on one Client each see their
+// own progress callback, and only their own.
+func TestProgressIsPerUpload(t *testing.T) {
+	f := newFake(t)
+	c := newTestClient(t)
+	c.FragmentSize = 8192
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	seen := make([][]Progress, 4)
+	for i := range 4 {
+		data := testData(30000+i*1000, uint64(200+i))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			opts := &UploadOptions{Progress: func(p Progress) { seen[i] = append(seen[i], p) }}
+			_, errs[i] = c.Upload(context.Background(), f.url(fmt.Sprintf("/up/p%d", i)), bytes.NewReader(data), int64(len(data)), opts)
+		}()
+	}
+	wg.Wait()
+	for i := range 4 {
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+		total := int64(30000 + i*1000)
+		if len(seen[i]) != int((total+8191)/8192) {
+			t.Errorf("upload %d: %d progress calls", i, len(seen[i]))
+		}
+		for _, p := range seen[i] {
+			if p.Total != total {
+				t.Errorf("upload %d saw progress of an upload of %d bytes", i, p.Total)
+			}
+		}
+		if last := seen[i][len(seen[i])-1]; last.Acked != total {
+			t.Errorf("upload %d: last progress %+v", i, last)
+		}
+	}
+}
+
+// failingSource serves data until offset failAt, then fails with err (or
+// ends there when err is nil).
+type failingSource struct {
+	data   []byte
+	failAt int64
+	err    error
+}
+
+func (s *failingSource) ReadAt(p []byte, off int64) (int, error) {
+	if off >= s.failAt {
+		if s.err == nil {
+			return 0, io.EOF
+		}
+		return 0, s.err
+	}
+	n := copy(p, s.data[off:min(int64(len(s.data)), s.failAt)])
+	if n < len(p) {
+		if s.err == nil {
+			return n, io.EOF
+		}
+		return n, s.err
+	}
+	return n, nil
+}
+
+// TestSourceFailsMidFragment: the source fails while a fragment is being
+// sent; the upload ends at once with the source's error, not retried.
+func TestSourceFailsMidFragment(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"ends", nil, "the upload source ended at offset 150000, before its size 200000"},
+		{"fails", errors.New("disk on fire"), "reading the upload source at offset 150000: disk on fire"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFake(t)
+			c := newTestClient(t)
+			c.FragmentSize = 100000
+			c.MaxRetries = 3
+			src := &failingSource{data: testData(200000, 30), failAt: 150000, err: tc.err}
+			res, err := c.Upload(context.Background(), f.url("/up/fail"), src, 200000, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+			if tc.err != nil && !errors.Is(err, tc.err) {
+				t.Errorf("err = %v does not wrap the source's error", err)
+			}
+			if tc.err == nil && !errors.Is(err, ErrLocalFileChanged) {
+				t.Errorf("err = %v, want BG_E_LOCAL_FILE_CHANGED", err)
+			}
+			// The server may or may not have seen the broken second
+			// fragment; a retry would make a third.
+			if n := f.count("Fragment"); n > 2 || res.Acked != 100000 {
+				t.Errorf("%d fragments sent, %d bytes acknowledged; want at most 2 and 100000", n, res.Acked)
+			}
+		})
 	}
 }
