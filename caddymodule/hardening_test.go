@@ -477,3 +477,84 @@ func opsLoadHandler(t *testing.T, h map[string]any) (int, string) {
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)
 }
+
+// BenchmarkHardeningDrain measures an early answer to a fragment whose
+// 8 MiB body the client writes in full before reading (a gap, answered
+// 416): the server reads and discards the body, then the answer arrives
+// on a connection that stays usable. Run it with
+//
+//	go test -run '^$' -bench HardeningDrain ./caddymodule
+func BenchmarkHardeningDrain(b *testing.B) {
+	srv := newServer(b, "")
+	c := newClient()
+	s, _, err := c.CreateSession(context.Background(), srv.URL("/drain.bin"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	const size = 8 << 20
+	if _, err := s.Fragment(context.Background(), make([]byte, 100), 0, 2*size); err != nil {
+		b.Fatal(err)
+	}
+	body := make([]byte, size)
+	conn, err := net.Dial("tcp", srv.Addr())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	br := bufio.NewReader(conn)
+	head := fmt.Sprintf("BITS_POST /drain.bin HTTP/1.1\r\nHost: %s\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: %s\r\n"+
+		"Content-Range: bytes 1000-%d/%d\r\nContent-Length: %d\r\n\r\n", srv.Addr(), s.WireID, 1000+size-1, 2*size, size)
+	b.SetBytes(size)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := io.WriteString(conn, head); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := conn.Write(body); err != nil {
+			b.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 416 {
+			b.Fatalf("status %d, want 416", resp.StatusCode)
+		}
+	}
+}
+
+// BenchmarkHardeningTakeover measures how long a Cancel-Session waits
+// behind a fragment that stalled after its first byte: the time for a
+// newer request to take the session over. Run it with
+//
+//	go test -run '^$' -bench HardeningTakeover -benchtime 20x ./caddymodule
+func BenchmarkHardeningTakeover(b *testing.B) {
+	srv := newServer(b, "")
+	c := newClient()
+	var total time.Duration
+	for b.Loop() {
+		s, _, err := c.CreateSession(context.Background(), srv.URL("/takeover.bin"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		conn, err := net.Dial("tcp", srv.Addr())
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(conn, "BITS_POST /takeover.bin HTTP/1.1\r\nHost: %s\r\nBITS-Packet-Type: Fragment\r\n"+
+			"BITS-Session-Id: %s\r\nContent-Range: bytes 0-9/20\r\nContent-Length: 10\r\n\r\nx", srv.Addr(), s.WireID)
+		// The stalled request holds the session once the server read its
+		// head; a Ping on the same session's URL is answered after that.
+		time.Sleep(20 * time.Millisecond)
+		start := time.Now()
+		a, err := s.Cancel(context.Background())
+		took := time.Since(start)
+		conn.Close()
+		if err != nil || a.Status != 200 {
+			b.Fatalf("cancel: %v %+v", err, a)
+		}
+		total += took
+	}
+	b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/takeover")
+}

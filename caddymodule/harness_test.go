@@ -58,7 +58,7 @@ func TestMain(m *testing.M) {
 
 // server is a site of the in-process Caddy with a bits_upload handler.
 type server struct {
-	t          *testing.T
+	t          testing.TB
 	tester     *caddytest.Tester
 	port       int
 	Root       string
@@ -71,7 +71,7 @@ type server struct {
 
 // newServer starts (or reconfigures) the in-process Caddy with one site on
 // a free 127.0.0.1 port, a fresh root and a fresh session directory.
-func newServer(t *testing.T, options string) *server {
+func newServer(t testing.TB, options string) *server {
 	t.Helper()
 	dir := t.TempDir()
 	s := &server{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // requestLock serialises the requests of one session, so that a client's
@@ -27,9 +28,16 @@ func newRequestLock() *requestLock {
 	return &requestLock{ch: make(chan struct{}, 1)}
 }
 
-// lock waits for the lock until ctx ends. With takeOver, a holder that is
-// interruptible is interrupted at once, and so is one that becomes
-// interruptible while this waits.
+// TakeOverAfter is how long a request waits for its session before it
+// interrupts an older request that is still reading a body: long enough
+// for a healthy request to finish (a client's duplicate sent a moment
+// late waits for it), short enough that a retry or a Cancel-Session behind
+// a stalled connection is answered well within a second.
+const TakeOverAfter = 200 * time.Millisecond
+
+// lock waits for the lock until ctx ends. With takeOver, after waiting
+// TakeOverAfter, a holder that is interruptible is interrupted, and so is
+// one that becomes interruptible while this waits.
 func (l *requestLock) lock(ctx context.Context, takeOver bool) error {
 	select {
 	case l.ch <- struct{}{}:
@@ -37,6 +45,16 @@ func (l *requestLock) lock(ctx context.Context, takeOver bool) error {
 	default:
 	}
 	if takeOver {
+		grace := time.NewTimer(TakeOverAfter)
+		select {
+		case l.ch <- struct{}{}:
+			grace.Stop()
+			return nil
+		case <-ctx.Done():
+			grace.Stop()
+			return ctx.Err()
+		case <-grace.C:
+		}
 		l.mu.Lock()
 		l.waiters++
 		l.interruptLocked()

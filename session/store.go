@@ -435,9 +435,9 @@ func (s *Store) Get(id protocol.SessionID) (*Session, error) {
 }
 
 // Acquire returns a lease on the session with the given id, waiting for
-// its request lock until ctx ends. If another request holds the session
-// while it reads its body, that request is interrupted (see
-// [Lease.Write]). interrupt, if not nil, is how this request is in turn
+// its request lock until ctx ends. If another request still holds the
+// session after TakeOverAfter, reading its body, that request is
+// interrupted (see [Lease.Write]). interrupt, if not nil, is how this request is in turn
 // interrupted by a newer one: it must make the body this request reads
 // fail promptly. Acquire fails like Get, also when the session was
 // removed while waiting.
