@@ -137,6 +137,19 @@ func (p *process) start() {
 	}
 }
 
+// running reports whether the process is up.
+func (p *process) running() bool {
+	if p.done == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // kill sends SIGKILL and waits for the process to die.
 func (p *process) kill() {
 	if p.cmd == nil || p.cmd.Process == nil {

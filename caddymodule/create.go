@@ -35,21 +35,9 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *pro
 		h.answer(w, r, pkt, err)
 		return
 	}
-	maxPerUser := max(h.MaxSessionsPerUser, 0) // negative: off
-	sess, err := h.store.Create(session.CreateInfo{
-		Root:        root,
-		Path:        rel,
-		URL:         requestURL(r).String(),
-		User:        userOf(r),
-		Client:      remoteIP(r),
-		MaxPerOwner: maxPerUser,
-		// Hashing costs CPU on every byte; only a notification needs the
-		// digest, and it gets it without reading the file again.
-		Digest: h.Notify != nil,
-	})
+	sess, err := h.store.Create(h.createInfo(r, root, rel))
 	if errors.Is(err, session.ErrLimitReached) {
-		err = protocol.Errorf(http.StatusServiceUnavailable, errorTooManySessions,
-			"max_sessions_per_user %d reached", h.MaxSessionsPerUser)
+		err = h.tooManySessions()
 	}
 	if err != nil {
 		h.answer(w, r, pkt, err)
@@ -85,6 +73,28 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *pro
 		ack.HostIDFallbackTimeout = max(int64(time.Duration(h.HostIDFallbackTimeout)/time.Second), 1)
 	}
 	h.writeAck(w, r, pkt, ack)
+}
+
+// createInfo describes the session a request creates (or revives).
+func (h *Handler) createInfo(r *http.Request, root, rel string) session.CreateInfo {
+	return session.CreateInfo{
+		Root:        root,
+		Path:        rel,
+		URL:         requestURL(r).String(),
+		User:        userOf(r),
+		Client:      remoteIP(r),
+		MaxPerOwner: max(h.MaxSessionsPerUser, 0), // negative: off
+		// Hashing costs CPU on every byte; only a notification needs the
+		// digest, and it gets it without reading the file again.
+		Digest: h.Notify != nil,
+	}
+}
+
+// tooManySessions is the answer to a session beyond
+// max_sessions_per_user.
+func (h *Handler) tooManySessions() error {
+	return protocol.Errorf(http.StatusServiceUnavailable, errorTooManySessions,
+		"max_sessions_per_user %d reached", h.MaxSessionsPerUser)
 }
 
 // checkSpace enforces min_free_space: the file systems of the session

@@ -41,9 +41,17 @@ func (n *farmNode) holds(t testing.TB, path string) bool {
 	return err == nil
 }
 
-// hasSession reports whether the node's session directory holds the
-// session id.
+// hasSession reports whether the node holds the session id: a running
+// node says so in its admin API; of a node that is down, its session
+// directory tells what it will find when it starts.
 func (n *farmNode) hasSession(id protocol.SessionID) bool {
+	if n.proc.running() {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/bits_upload/sessions/%s", n.proc.adminPort, id.Bare()))
+		if err == nil {
+			resp.Body.Close()
+			return resp.StatusCode == http.StatusOK
+		}
+	}
 	ids, err := session.Stored(n.sessions)
 	return err == nil && slices.Contains(ids, id)
 }

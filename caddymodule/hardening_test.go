@@ -285,7 +285,8 @@ func TestHardeningSessionLimitByDefault(t *testing.T) {
 
 // TestHardeningEmptySessionTimeout checks that a session that received no
 // byte is deleted after empty_session_timeout, while one holding bytes
-// stays.
+// stays, and that the empty one's client loses nothing: its next packet
+// makes the session again from its id.
 func TestHardeningEmptySessionTimeout(t *testing.T) {
 	srv := newServer(t, "empty_session_timeout 1s")
 	c := newClient()
@@ -296,8 +297,9 @@ func TestHardeningEmptySessionTimeout(t *testing.T) {
 	if !opsWaitFor(10*time.Second, func() bool { return !sessionStored(t, srv.SessionDir, empty.ID) }) {
 		t.Fatal("the empty session was not reaped within 10 s")
 	}
-	checkAck(t, fragment(t, empty, data, 0, 99), ack{status: 500, code: protocol.BGSessionNotFound})
 	checkAck(t, fragment(t, held, data, 50, 99), ack{status: 200, headers: received("100")})
+	checkAck(t, fragment(t, empty, data, 0, 99), ack{status: 200, headers: received("100")})
+	assertFile(t, filepath.Join(srv.Root, "empty.bin"), data)
 }
 
 // TestHardeningNames checks that names a file system refuses are answered

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -196,19 +197,58 @@ func assertNoFile(t testing.TB, path string) {
 	}
 }
 
-// sessionDirs returns the bare ids of the sessions stored on disk, as a
-// restart would find them.
+// sessionDirs returns the bare ids of the sessions of a session
+// directory: those stored on disk, as a restart would find them, and
+// those the in-process Caddy holds in memory (a session that has received
+// no byte is kept nowhere else).
 func sessionDirs(t testing.TB, sessionDir string) []string {
 	t.Helper()
 	ids, err := session.Stored(sessionDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
+	set := make(map[string]bool)
 	for _, id := range ids {
-		names = append(names, id.Bare())
+		set[id.Bare()] = true
 	}
+	for _, id := range heldSessions(t, sessionDir) {
+		set[id] = true
+	}
+	names := make([]string, 0, len(set))
+	for name := range set {
+		names = append(names, name)
+	}
+	slices.Sort(names)
 	return names
+}
+
+// heldSessions returns the bare ids of the sessions the in-process Caddy
+// holds in the session directory, from its admin API, or none when it
+// does not run.
+func heldSessions(t testing.TB, sessionDir string) []string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://localhost:%d/bits_upload/sessions", adminPort))
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	var list []struct {
+		ID         string `json:"id"`
+		SessionDir string `json:"session_dir"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Fatalf("decoding the admin API's sessions: %v", err)
+	}
+	var out []string
+	for _, s := range list {
+		if id, err := protocol.ParseSessionID(s.ID); err == nil && s.SessionDir == sessionDir {
+			out = append(out, id.Bare())
+		}
+	}
+	return out
 }
 
 // sessionFile returns the path of one of a session's files in the store:

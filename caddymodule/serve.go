@@ -83,6 +83,9 @@ func describe(r *http.Request, st session.State) {
 // store closes.
 func (h *Handler) lease(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet) (*session.Lease, error) {
 	sess, err := h.store.Get(pkt.SessionID)
+	if errors.Is(err, session.ErrNotFound) {
+		sess, err = h.revive(r, pkt.SessionID)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -102,6 +105,25 @@ func (h *Handler) lease(w http.ResponseWriter, r *http.Request, pkt *protocol.Pa
 		w.Header().Set("Connection", "close")
 	}
 	return l, err
+}
+
+// revive makes again a session the store lost before it held any byte (a
+// process crash, or reaped as empty), if this request's destination and
+// user are the ones its id was made for (see session.Store.Revive).
+func (h *Handler) revive(r *http.Request, id protocol.SessionID) (*session.Session, error) {
+	root, rel, err := h.destination(r)
+	if err != nil {
+		return nil, session.ErrNotFound
+	}
+	sess, err := h.store.Revive(id, h.createInfo(r, root, rel))
+	if errors.Is(err, session.ErrLimitReached) {
+		err = h.tooManySessions()
+	}
+	if err != nil {
+		return nil, err
+	}
+	h.logger.Info("session revived", zap.String("session_id", id.Wire()), zap.String("destination", sess.State().DestinationPath()))
+	return sess, nil
 }
 
 // authorize refuses a request for a session created by an authenticated

@@ -47,6 +47,30 @@ func NewSessionID(b [16]byte) SessionID {
 	return SessionID(out)
 }
 
+// Bytes returns the 16 bytes of the GUID, the inverse of NewSessionID
+// (with the version and variant bits as they are).
+func (id SessionID) Bytes() [16]byte {
+	var b [16]byte
+	i := 0
+	for j := 1; j+1 < len(id) && i < 16; j++ {
+		if id[j] == '-' {
+			continue
+		}
+		b[i] = unhex(id[j])<<4 | unhex(id[j+1])
+		i++
+		j++
+	}
+	return b
+}
+
+// unhex returns the value of a lower-case hex digit.
+func unhex(c byte) byte {
+	if c >= 'a' {
+		return c - 'a' + 10
+	}
+	return c - '0'
+}
+
 // String returns the canonical (lower-case, braced) form.
 func (id SessionID) String() string { return string(id) }
 

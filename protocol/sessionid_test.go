@@ -215,3 +215,24 @@ func TestSessionIDWire(t *testing.T) {
 		t.Fatalf(`SessionID("").Wire() = %q, want ""`, got)
 	}
 }
+
+// TestSessionIDBytes checks that Bytes inverts NewSessionID.
+func TestSessionIDBytes(t *testing.T) {
+	for _, b := range [][16]byte{
+		{},
+		{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+		{0xa0, 0xff, 0x59, 0x11, 0x41, 0x44, 0x45, 0xb3, 0xbf, 0x27, 0x27, 0xaf, 0xc8, 0xec, 0x8a, 0x67},
+	} {
+		id := NewSessionID(b)
+		want := b
+		want[6] = want[6]&0x0f | 0x40
+		want[8] = want[8]&0x3f | 0x80
+		if got := id.Bytes(); got != want {
+			t.Errorf("NewSessionID(%x).Bytes() = %x, want %x", b, got, want)
+		}
+		parsed, err := ParseSessionID(id.Wire())
+		if err != nil || parsed.Bytes() != want {
+			t.Errorf("ParseSessionID(%s).Bytes() = %x, %v; want %x", id.Wire(), parsed.Bytes(), err, want)
+		}
+	}
+}

@@ -43,15 +43,18 @@
 //
 // # Where a session's state is
 //
-// A new session costs one line in the journal (an S line with its sealed
-// state) and no file: it survives a process crash, and losing it in a
-// power loss costs its client only a new Create-Session. Once a fragment
-// leaves the session holding bytes it has not finished, the state moves
-// to its own file, <guid>.json, replaced atomically on every change. A
-// single-fragment upload never gets a state file: its state before
-// placing is another S line, and Close-Session writes its tombstone (an X
-// line). The journal is rewritten compactly when the store opens and when
-// most of its lines are dead.
+// A new session costs nothing on disk. Its id carries, under the store's
+// key, its destination, its user and the hour it was made (see mintID), so
+// that a session lost before it held any byte (in a process crash, or
+// reaped as empty) is made again from its client's next packet
+// ([Store.Revive]): no client starts over because of it. Once a fragment
+// leaves the session holding bytes it has not finished, its state gets a
+// file of its own, <guid>.json, replaced atomically on every change. A
+// single-fragment upload never gets a state file: before it is placed,
+// its state is one S line of the journal (an R line when the storage only
+// adds a record to it), and Close-Session writes its tombstone (an X line).
+// The journal is rewritten compactly when the store opens and when most of
+// its lines are dead.
 //
 // # Durability and fsync policy
 //
@@ -62,9 +65,9 @@
 //
 //   - Process crash (kill -9): the page cache survives, so on restart the
 //     data's size is trusted. The server never reports fewer bytes than
-//     it acknowledged before the crash, and every session it created,
-//     with or without bytes, is found again (its state is in a state file
-//     or an S line, both written before the Ack).
+//     it acknowledged before the crash, and every session it created is
+//     found again: one with bytes from its state file or S line, both
+//     written before the Ack, one without from its id.
 //   - Power loss or kernel crash: bytes that were never fsynced may be lost
 //     or, on some file systems, read back as zeros. A checkpoint syncs the
 //     data and then records the checkpointed length, the SHA-256 state
@@ -82,11 +85,12 @@
 //   - Placing an upload writes its bytes to the disk before its name
 //     appears at the destination, and makes the name durable before the
 //     final Ack: an upload acknowledged as complete survives a power loss,
-//     and a name that survives one names all of its bytes. On ext4, XFS
-//     and Btrfs, whose fsync of a file also commits the names just linked
-//     to it, that costs one fsync of the file after the link (the data was
-//     written back, without a commit, before it); elsewhere the file is
-//     fsynced before the link and the directory after it. Every directory
+//     and a name that survives one names all of its bytes. On XFS, Btrfs
+//     and ext4 with a journal, whose fsync of a file also commits the
+//     names just linked to it, that costs one fsync of the file after the
+//     link (the data was written back, without a commit, before it);
+//     elsewhere (ext4 without a journal among them) the file is fsynced
+//     before the link and the directory after it. Every directory
 //     a placement creates is fsynced into its parent, from the top down.
 //     A placed upload is recognised after a crash (its data file has
 //     another link, or the staged file's identity is recorded), so

@@ -298,9 +298,10 @@ func storeKey(t testing.TB, dir string) []byte {
 func diskJournal(t testing.TB, dir string) *journal {
 	t.Helper()
 	j := &journal{
-		max:    1 << 30,
-		tombs:  make(map[protocol.SessionID]time.Time),
-		states: make(map[protocol.SessionID][]byte),
+		max:     1 << 30,
+		tombs:   make(map[protocol.SessionID]time.Time),
+		states:  make(map[protocol.SessionID][]byte),
+		records: make(map[protocol.SessionID]string),
 	}
 	if err := j.load(filepath.Join(dir, journalFile), time.Time{}); err != nil {
 		t.Fatal(err)
@@ -309,10 +310,12 @@ func diskJournal(t testing.TB, dir string) *journal {
 }
 
 // journalState returns the state of session id that the journal of the
-// store in dir holds, checking its seal, or nil if it holds none.
+// store in dir holds, with its storage record applied as recovery applies
+// it, checking their seals, or nil if it holds none.
 func journalState(t testing.TB, dir string, key []byte, id protocol.SessionID) *State {
 	t.Helper()
-	b, ok := diskJournal(t, dir).states[id]
+	j := diskJournal(t, dir)
+	b, ok := j.states[id]
 	if !ok {
 		return nil
 	}
@@ -320,21 +323,28 @@ func journalState(t testing.TB, dir string, key []byte, id protocol.SessionID) *
 	if err != nil {
 		t.Fatalf("journal state of %s: %v", id, err)
 	}
+	if line, ok := j.records[id]; ok {
+		total, rec, err := unsealRecord(key, id, line)
+		if err != nil {
+			t.Fatalf("journal record of %s: %v", id, err)
+		}
+		st.Data = rec
+		if st.Total < 0 {
+			st.Total = total
+		}
+	}
 	return st
 }
 
 // savedState returns the state of a session as a restart would find it:
-// its state file, or else its state in the journal.
+// its state file, or else its state in the journal, or nil for a session
+// kept in memory only (one a restart revives from its id).
 func savedState(t testing.TB, sess *Session) *State {
 	t.Helper()
 	if fileExists(statePath(sess)) {
 		return diskState(t, sess)
 	}
-	st := journalState(t, sess.store.dir, sess.store.key, sess.ID())
-	if st == nil {
-		t.Fatalf("session %s has neither a state file nor a state in the journal", sess.ID())
-	}
-	return st
+	return journalState(t, sess.store.dir, sess.store.key, sess.ID())
 }
 
 // journalLines returns the lines of the journal of the store in dir.
@@ -488,4 +498,14 @@ func within[T any](t *testing.T, ch <-chan T, what string) T {
 		t.Fatalf("%s did not happen", what)
 		panic("unreachable")
 	}
+}
+
+// createHeld is create for a session that holds a byte (the first of a
+// two-byte upload), so that it is stored: a session without bytes is
+// kept in memory only, and revived from its id when needed.
+func createHeld(t testing.TB, st *Store, root, rel string) *Session {
+	t.Helper()
+	sess := create(t, st, root, rel)
+	mustWrite(t, sess, []byte("ab"), 0, 0)
+	return sess
 }

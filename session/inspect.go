@@ -32,9 +32,10 @@ func Stored(dir string) ([]protocol.SessionID, error) {
 		}
 	}
 	j := &journal{
-		max:    1 << 30,
-		tombs:  make(map[protocol.SessionID]time.Time),
-		states: make(map[protocol.SessionID][]byte),
+		max:     1 << 30,
+		tombs:   make(map[protocol.SessionID]time.Time),
+		states:  make(map[protocol.SessionID][]byte),
+		records: make(map[protocol.SessionID]string),
 	}
 	for _, name := range []string{oldClosedFile, journalFile} {
 		if err := j.load(filepath.Join(dir, name), time.Time{}); err != nil {

@@ -20,11 +20,13 @@ import (
 //
 //	X <guid> <unix seconds>   a session closed or cancelled (a tombstone)
 //	S <sealed state>          the state of a session that has no state file
+//	R <guid> <sealed record>  its storage's record, newer than its S line
 //	D <guid>                  a session whose S line no longer counts
 //
 // Tombstones let a repeated Close-Session or Cancel-Session get 200. S
 // lines keep small uploads, which finish with their first fragment, from
-// costing a state file each. The log is not fsynced: a line lost with the
+// costing a state file each; an R line records what a storage needs to
+// find a placed upload again, without writing the whole state anew. The log is not fsynced: a line lost with the
 // power only turns a repeated Close-Session into BG_E_SESSION_NOT_FOUND,
 // or makes a client whose final Ack was lost start over. It is rewritten
 // compactly when the store opens and when most of its lines are dead.
@@ -32,12 +34,13 @@ type journal struct {
 	path string
 	max  int // tombstones remembered at most
 
-	mu     sync.Mutex
-	tombs  map[protocol.SessionID]time.Time
-	order  []tombstone // in insertion order, oldest first
-	states map[protocol.SessionID][]byte
-	log    *os.File
-	lines  int // lines in the log, live or not
+	mu      sync.Mutex
+	tombs   map[protocol.SessionID]time.Time
+	order   []tombstone // in insertion order, oldest first
+	states  map[protocol.SessionID][]byte
+	records map[protocol.SessionID]string
+	log     *os.File
+	lines   int // lines in the log, live or not
 }
 
 type tombstone struct {
@@ -56,10 +59,11 @@ const (
 // log), drops tombstones older than expiry and rewrites it compactly.
 func openJournal(dir string, max int, expiry time.Time) (*journal, error) {
 	j := &journal{
-		path:   dir + string(os.PathSeparator) + journalFile,
-		max:    max,
-		tombs:  make(map[protocol.SessionID]time.Time),
-		states: make(map[protocol.SessionID][]byte),
+		path:    dir + string(os.PathSeparator) + journalFile,
+		max:     max,
+		tombs:   make(map[protocol.SessionID]time.Time),
+		states:  make(map[protocol.SessionID][]byte),
+		records: make(map[protocol.SessionID]string),
 	}
 	old := dir + string(os.PathSeparator) + oldClosedFile
 	for _, name := range []string{old, j.path} {
@@ -104,6 +108,7 @@ func (j *journal) load(name string, expiry time.Time) error {
 			// Closed: its state no longer counts, even once the
 			// tombstone itself has expired.
 			delete(j.states, id)
+			delete(j.records, id)
 			if at.After(expiry) {
 				j.insertTomb(id, at)
 			}
@@ -111,16 +116,24 @@ func (j *journal) load(name string, expiry time.Time) error {
 			id, ok := sealedID(rest)
 			if ok {
 				j.states[id] = []byte(rest)
+				delete(j.records, id)
+			}
+		case "R":
+			guid, _, _ := strings.Cut(rest, " ")
+			if id, err := protocol.ParseSessionID("{" + guid + "}"); err == nil {
+				j.records[id] = rest
 			}
 		case "D":
 			if id, err := protocol.ParseSessionID("{" + rest + "}"); err == nil {
 				delete(j.states, id)
+				delete(j.records, id)
 			}
 		default:
 			// An earlier version's closed log: "<guid> <unix seconds>".
 			id, at, ok := parseTombstone(kind, rest)
 			if ok {
 				delete(j.states, id)
+				delete(j.records, id)
 			}
 			if ok && at.After(expiry) {
 				j.insertTomb(id, at)
@@ -164,6 +177,7 @@ func sealedID(sealed string) (protocol.SessionID, bool) {
 // max. The caller holds j.mu or owns j.
 func (j *journal) insertTomb(id protocol.SessionID, at time.Time) {
 	delete(j.states, id)
+	delete(j.records, id)
 	if _, ok := j.tombs[id]; ok {
 		return
 	}
@@ -202,7 +216,29 @@ func (j *journal) putState(id protocol.SessionID, sealed []byte) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.states[id] = sealed
+	delete(j.records, id)
 	return j.appendLocked("S " + string(sealed))
+}
+
+// putRecord records a storage record of a session whose state is an S
+// line: line is "<guid> <sealed record>", and counts until the next S or
+// D line of the session.
+func (j *journal) putRecord(id protocol.SessionID, line string) error {
+	if strings.ContainsRune(line, '\n') {
+		return errors.New("record spans lines")
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.records[id] = line
+	return j.appendLocked("R " + line)
+}
+
+// recordOf returns the R line of a session, if any.
+func (j *journal) recordOf(id protocol.SessionID) (string, bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	line, ok := j.records[id]
+	return line, ok
 }
 
 // forget drops the S line of a session, if it has one.
@@ -213,6 +249,7 @@ func (j *journal) forget(id protocol.SessionID) error {
 		return nil
 	}
 	delete(j.states, id)
+	delete(j.records, id)
 	return j.appendLocked("D " + id.Bare())
 }
 
@@ -258,7 +295,7 @@ func (j *journal) expire(cutoff time.Time) error {
 		}
 	}
 	j.order = j.order[i:]
-	if j.lines > 1024 && j.lines > 2*(len(j.tombs)+len(j.states)) {
+	if j.lines > 1024 && j.lines > 2*(len(j.tombs)+len(j.states)+len(j.records)) {
 		return j.rewriteLocked()
 	}
 	return nil
@@ -292,6 +329,11 @@ func (j *journal) rewriteLocked() error {
 	}
 	for _, sealed := range j.states {
 		fmt.Fprintf(w, "S %s\n", sealed)
+		n++
+	}
+	// After every S line, which would otherwise supersede them.
+	for _, line := range j.records {
+		fmt.Fprintf(w, "R %s\n", line)
 		n++
 	}
 	err = w.Flush()

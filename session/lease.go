@@ -221,14 +221,13 @@ func (l *Lease) placeStraight(rng protocol.Range, body io.Reader, opts WriteOpti
 	defer staged.Close()
 	if err == nil {
 		// Record the placement before it happens, so that a restart
-		// finds the session and recognises its upload at the destination
-		// (see recover.go).
+		// recognises the upload at the destination (see recover.go).
 		s.update(func(st *State) {
 			st.Received = st.Total
 			st.Final = &FinalInfo{Commit: true}
 			st.Data = staged.Record()
 		})
-		err = s.journalState()
+		err = s.journalRecord(staged.Record())
 		start := time.Now()
 		if err == nil {
 			err = staged.Place(opts.Overwrite)

@@ -90,8 +90,10 @@ func TestOpsOwnedCounts(t *testing.T) {
 	if _, err := ownerCreate(t, st, root, "alice", "9.9.9.9", 2); !errors.Is(err, ErrLimitReached) {
 		t.Fatalf("alice's third session with limit 2: err %v, want ErrLimitReached", err)
 	}
-	if st.Len() != 3 || activeDirs(t, st) != 3 {
-		t.Fatalf("after a refused Create: Len %d, %d directories; want 3 and 3", st.Len(), activeDirs(t, st))
+	// Sessions without bytes are stored nowhere; a refused one is not
+	// even in memory.
+	if st.Len() != 3 || activeDirs(t, st) != 0 {
+		t.Fatalf("after a refused Create: Len %d, %d stored; want 3 and 0", st.Len(), activeDirs(t, st))
 	}
 	mustOwnerCreate(t, st, root, "", "1.2.3.4", 2)
 	if _, err := ownerCreate(t, st, root, "", "1.2.3.4", 2); !errors.Is(err, ErrLimitReached) {
@@ -103,8 +105,8 @@ func TestOpsOwnedCounts(t *testing.T) {
 	mustOwnerCreate(t, st, root, "alice", "", 3)
 	mustOwnerCreate(t, st, root, "alice", "", 0)
 	checkOwned(t, st, map[string]int{"user:alice": 4, "user:bob": 2, "ip:1.2.3.4": 2})
-	if st.Len() != 8 || activeDirs(t, st) != 8 {
-		t.Errorf("Len %d, %d directories; want 8 and 8", st.Len(), activeDirs(t, st))
+	if st.Len() != 8 || activeDirs(t, st) != 0 {
+		t.Errorf("Len %d, %d directories; want 8 and none stored", st.Len(), activeDirs(t, st))
 	}
 }
 
@@ -143,8 +145,8 @@ func TestOpsOwnerLimitConcurrent(t *testing.T) {
 		}
 	}
 	checkOwned(t, st, map[string]int{"user:alice": 5, "ip:10.0.0.2": 5})
-	if st.Len() != 10 || activeDirs(t, st) != 10 {
-		t.Errorf("Len %d, %d directories; want 10 and 10", st.Len(), activeDirs(t, st))
+	if st.Len() != 10 || activeDirs(t, st) != 0 {
+		t.Errorf("Len %d, %d stored; want 10 and none", st.Len(), activeDirs(t, st))
 	}
 }
 
@@ -229,16 +231,23 @@ func TestOpsOwnerRebuiltOnReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustOwnerCreate(t, st, root, "alice", "1.2.3.4", 0)
-	mustOwnerCreate(t, st, root, "alice", "1.2.3.4", 0)
-	broken := mustOwnerCreate(t, st, root, "alice", "1.2.3.4", 0)
-	mustOwnerCreate(t, st, root, "", "1.2.3.4", 0)
-	mustOwnerCreate(t, st, root, "bob", "", 0)
+	// Sessions that hold a byte, so that they are stored.
+	held := func(user, client string) *Session {
+		sess := mustOwnerCreate(t, st, root, user, client, 0)
+		mustWrite(t, sess, []byte("ab"), 0, 0)
+		return sess
+	}
+	held("alice", "1.2.3.4")
+	held("alice", "1.2.3.4")
+	broken := held("alice", "1.2.3.4")
+	held("", "1.2.3.4")
+	held("bob", "")
+	key := st.key
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
 	// One session's state is unreadable: recovery discards it.
-	editJournalState(t, dir, broken.ID(), func(m map[string]any) { m["version"] = 999 })
+	editState(t, key, statePathIn(dir, broken.ID()), func(m map[string]any) { m["version"] = 999 })
 
 	st = openStore(t, dir, Options{})
 	checkOwned(t, st, map[string]int{"user:alice": 2, "ip:1.2.3.4": 1, "user:bob": 1})

@@ -73,12 +73,12 @@ func TestReap(t *testing.T) {
 	idle := create(t, store, root, "idle.bin")
 	mustWrite(t, idle, content, 0, 999)
 	active := create(t, store, root, "active.bin")
-	locked := create(t, store, root, "locked.bin")
+	locked := createHeld(t, store, root, "locked.bin")
 	finished := completed(t, store, root, "finished.bin", content)
 	if err := commit(t, finished, false); err != nil {
 		t.Fatal(err)
 	}
-	boundary := create(t, store, root, "boundary.bin")
+	boundary := createHeld(t, store, root, "boundary.bin")
 
 	clock.Advance(50 * time.Minute)
 	mustWrite(t, active, content, 0, 99) // activity 10 min before the check
@@ -149,7 +149,7 @@ func TestReapAfterReopen(t *testing.T) {
 	dir := t.TempDir()
 	opts := Options{Now: clock.Now, Timeout: time.Hour}
 	store := openStore(t, dir, opts)
-	sess := create(t, store, "", "f.bin")
+	sess := createHeld(t, store, "", "f.bin")
 	id := sess.ID()
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func TestReaperStopsOnClose(t *testing.T) {
 	clock := newFakeClock()
 	dir := t.TempDir()
 	store := openStore(t, dir, Options{Timeout: 200 * time.Millisecond, Now: clock.Now})
-	sess := create(t, store, "", "f.bin")
+	sess := createHeld(t, store, "", "f.bin")
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}

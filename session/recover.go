@@ -79,6 +79,9 @@ func (s *Store) recover() error {
 				continue
 			}
 			st, err = unseal(s.key, b)
+			if err == nil {
+				err = s.applyRecord(st)
+			}
 		}
 		if err == nil && st.ID != id {
 			err = fmt.Errorf("state names session %s", st.ID)
@@ -106,6 +109,9 @@ func (s *Store) recover() error {
 		if err == nil && st.ID != id {
 			err = fmt.Errorf("state names session %s", st.ID)
 		}
+		if err == nil {
+			err = s.applyRecord(st)
+		}
 		var sess *Session
 		if err == nil {
 			sess, err = s.recoverOne(st, false, true)
@@ -118,6 +124,24 @@ func (s *Store) recover() error {
 	}
 	if len(s.sessions) > 0 {
 		s.logger.Info("recovered upload sessions", zap.String("dir", s.dir), zap.Int("sessions", len(s.sessions)))
+	}
+	return nil
+}
+
+// applyRecord applies the journal's R line of a session, if any, to the
+// state of its S line.
+func (s *Store) applyRecord(st *State) error {
+	line, ok := s.journal.recordOf(st.ID)
+	if !ok {
+		return nil
+	}
+	total, rec, err := unsealRecord(s.key, st.ID, line)
+	if err != nil {
+		return err
+	}
+	st.Data = rec
+	if st.Total < 0 {
+		st.Total = total
 	}
 	return nil
 }
@@ -182,6 +206,12 @@ func (s *Store) recoverOne(st *State, stateFile, inJournal bool) (*Session, erro
 			st.Total = size
 		}
 		st.Committed = true
+		if st.Final == nil {
+			// An upload is placed only once placing it was decided: at
+			// once without a notification, else after the outcome was
+			// recorded.
+			st.Final = &FinalInfo{Commit: true}
+		}
 	}
 	if st.Final != nil && !st.Finished && (!st.Final.Commit || st.Committed) {
 		// The outcome was recorded and everything it asked for is done.

@@ -45,7 +45,7 @@ func TestRemove(t *testing.T) {
 			content := randBytes(30, 2000)
 			sess := create(t, store, "", "f.bin")
 			mustWrite(t, sess, content, 0, 999)
-			other := create(t, store, "", "g.bin")
+			other := createHeld(t, store, "", "g.bin")
 
 			st, err := store.Remove(t.Context(), sess.ID(), reason)
 			if err != nil {
@@ -82,7 +82,7 @@ func TestRemove(t *testing.T) {
 			if _, err := store.Get(other.ID()); err != nil {
 				t.Errorf("other session affected: %v", err)
 			}
-			if log, err := os.ReadFile(filepath.Join(dir, "journal.log")); err != nil || !strings.Contains(string(log), "\nX "+sess.ID().Bare()+" ") {
+			if log, err := os.ReadFile(filepath.Join(dir, "journal.log")); err != nil || !strings.Contains("\n"+string(log), "\nX "+sess.ID().Bare()+" ") {
 				t.Errorf("journal.log = %q, %v; want a tombstone line for %s", log, err, sess.ID().Bare())
 			}
 

@@ -57,7 +57,11 @@ func TestSealRefusesForeignStates(t *testing.T) {
 	long := mk("long.bin")
 	relRoot := mk("rel-root.bin")
 	control := mk("control.bin")
-	journaled := create(t, store, root, "journaled.bin") // no bytes: its state is a journal line
+	journaled := create(t, store, root, "journaled.bin")
+	// Its state is a journal line, as one placed straight has.
+	if err := journaled.journalState(); err != nil {
+		t.Fatal(err)
+	}
 	if err := store.Close(); err != nil {
 		t.Fatal(err)
 	}

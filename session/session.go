@@ -195,6 +195,11 @@ func (s *Session) journalState() error {
 	if s.stateFile {
 		return s.persistLocked(false)
 	}
+	return s.journalStateLocked()
+}
+
+// journalStateLocked is journalState for a caller that holds persistMu.
+func (s *Session) journalStateLocked() error {
 	s.mu.Lock()
 	st := s.st
 	s.dirty = false
@@ -213,9 +218,31 @@ func (s *Session) journalState() error {
 	return nil
 }
 
+// journalRecord writes the storage record of a session whose state is an
+// S line of the journal as an R line: one short append instead of the
+// whole state. A session with a state file persists it instead.
+func (s *Session) journalRecord(rec json.RawMessage) error {
+	s.persistMu.Lock()
+	defer s.persistMu.Unlock()
+	if s.stateFile {
+		return s.persistLocked(false)
+	}
+	if !s.inJournal {
+		return s.journalStateLocked()
+	}
+	s.mu.Lock()
+	total := s.st.Total
+	s.mu.Unlock()
+	if err := s.store.journal.putRecord(s.id, sealRecord(s.store.key, s.id, total, rec)); err != nil {
+		return fmt.Errorf("recording session state: %w", err)
+	}
+	return nil
+}
+
 // save writes the state where it is kept: its state file, or the
-// journal. A session that holds nothing a restart would need has neither,
-// and save does nothing.
+// journal. A session kept nowhere yet gets a state file once it knows its
+// upload's length; before that it holds nothing a restart would need
+// (Revive makes it again), and save does nothing.
 func (s *Session) save() error {
 	s.persistMu.Lock()
 	stateFile, inJournal := s.stateFile, s.inJournal
@@ -225,6 +252,8 @@ func (s *Session) save() error {
 		return s.persist(false)
 	case inJournal:
 		return s.journalState()
+	case s.State().Total >= 0:
+		return s.persist(false)
 	}
 	return nil
 }
@@ -236,7 +265,7 @@ func (s *Session) Record(rec json.RawMessage, durable bool) error {
 	if durable {
 		return s.persist(true)
 	}
-	return s.save()
+	return s.journalRecord(rec)
 }
 
 // openData returns the session's Data, opening it on first use. The

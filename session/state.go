@@ -3,6 +3,7 @@ package session
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -275,4 +277,30 @@ func removeFile(name string) error {
 		return err
 	}
 	return nil
+}
+
+// sealRecord encodes the R line of a session (see journal): its storage
+// record and the upload's total, with an HMAC under the store's key.
+func sealRecord(key []byte, id protocol.SessionID, total int64, rec json.RawMessage) string {
+	body := id.Bare() + " " + strconv.FormatInt(total, 10) + " " + string(rec)
+	return id.Bare() + " " + hex.EncodeToString(mac(key, []byte("R "+body))) + " " + strconv.FormatInt(total, 10) + " " + string(rec)
+}
+
+// unsealRecord decodes an R line of the session id, checking its HMAC.
+func unsealRecord(key []byte, id protocol.SessionID, line string) (total int64, rec json.RawMessage, err error) {
+	guid, rest, _ := strings.Cut(line, " ")
+	sum, rest, _ := strings.Cut(rest, " ")
+	totalStr, recStr, _ := strings.Cut(rest, " ")
+	want, err := hex.DecodeString(sum)
+	if err != nil || guid != id.Bare() {
+		return 0, nil, errors.New("malformed record line")
+	}
+	if !hmac.Equal(want, mac(key, []byte("R "+guid+" "+totalStr+" "+recStr))) {
+		return 0, nil, errors.New("record line was not written by this store")
+	}
+	total, err = strconv.ParseInt(totalStr, 10, 64)
+	if err != nil || total < -1 || !json.Valid([]byte(recStr)) {
+		return 0, nil, errors.New("malformed record line")
+	}
+	return total, json.RawMessage(recStr), nil
 }

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/caddy-bits/caddy-bits/protocol"
@@ -372,44 +371,58 @@ type CreateInfo struct {
 	Digest bool
 }
 
-// Create makes a new session with a fresh random id. Its state is one
-// line appended to the store's journal (no file of its own until it holds
-// bytes), so that it survives a process crash.
+// Create makes a new session with a fresh id (see mintID). It writes
+// nothing: a session that has received no byte is kept in memory only, and
+// after a process crash Revive makes it again from its client's next
+// packet.
 func (s *Store) Create(info CreateInfo) (*Session, error) {
 	if err := checkDestinationNames(info.Root, info.Path); err != nil {
 		return nil, fmt.Errorf("creating session: %w", err)
 	}
 	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return nil, ErrStoreClosed
+	for {
+		id, err := s.mintID(info.Root, info.Path, info.User, now)
+		if err != nil {
+			return nil, err
+		}
+		if s.journal.closed(id) {
+			continue
+		}
+		sess, err := s.register(s.newState(id, info, now), info.MaxPerOwner)
+		if err == errTaken {
+			continue
+		}
+		return sess, err
 	}
-	st := &State{
-		Version: stateVersion, Root: info.Root, Path: info.Path, URL: info.URL,
+}
+
+// errTaken means an id is in use already.
+var errTaken = errors.New("session id in use")
+
+// newState returns the state of a new session.
+func (s *Store) newState(id protocol.SessionID, info CreateInfo, now time.Time) *State {
+	return &State{
+		Version: stateVersion, ID: id, Root: info.Root, Path: info.Path, URL: info.URL,
 		User: info.User, Client: info.Client, Hash: info.Digest,
 		Created: now, LastActivity: now, Total: -1, BootID: s.bootID,
 	}
-	owner := st.Owner()
-	if info.MaxPerOwner > 0 && s.owners[owner] >= info.MaxPerOwner {
+}
+
+// register adds a new session to the store, counting it against its
+// owner's limit.
+func (s *Store) register(st *State, maxPerOwner int) (*Session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return nil, ErrStoreClosed
+	case s.sessions[st.ID] != nil:
+		return nil, errTaken
+	case maxPerOwner > 0 && s.owners[st.Owner()] >= maxPerOwner:
 		return nil, ErrLimitReached
 	}
-	for {
-		u, err := uuid.NewRandom()
-		if err != nil {
-			return nil, fmt.Errorf("creating session id: %w", err)
-		}
-		st.ID = protocol.NewSessionID(u)
-		if _, taken := s.sessions[st.ID]; !taken && !s.journal.closed(st.ID) {
-			break
-		}
-	}
-	s.owners[owner]++
+	s.owners[st.Owner()]++
 	sess := newSession(s, st)
-	if err := sess.journalState(); err != nil {
-		s.releaseOwner(owner)
-		return nil, err
-	}
 	s.sessions[st.ID] = sess
 	return sess, nil
 }
