@@ -22,7 +22,7 @@ func FreeSpace(t testing.TB, path string) int64 {
 // WriteFiller writes a file of n bytes at path, to take space.
 func WriteFiller(t testing.TB, path string, n int) {
 	t.Helper()
-	if err := os.WriteFile(path, bytes.Repeat([]byte{0xAA}, n), 0o644); err != nil {
+	if err := os.WriteFile(path, bytes.Repeat([]byte{0xAA}, n), 0o600); err != nil {
 		t.Fatalf("writing filler %s: %v", path, err)
 	}
 }
