@@ -573,9 +573,30 @@ func (d *data) sendPart(ctx context.Context, key, uploadID string, p int32, size
 		ContentLength: aws.Int64(size),
 	})
 	if err != nil {
+		if httpStatus(err) == 0 && d.uploadGone(ctx, key, uploadID) {
+			// Some stores refuse a part of a multipart upload they do not
+			// have before reading it, and close the connection while it
+			// is still being sent, so the refusal itself is lost.
+			return "", fmt.Errorf("uploading part %d of session %s: %w: the multipart upload is gone (%v)", p, d.id, session.ErrDataLost, err)
+		}
 		return "", fmt.Errorf("uploading part %d of session %s: %w", p, d.id, classify(err))
 	}
 	return aws.ToString(out.ETag), nil
+}
+
+// uploadGone reports whether the store says that the multipart upload
+// uploadID does not exist. Only its existence is asked for: the parts are
+// what the record lists.
+func (d *data) uploadGone(ctx context.Context, key, uploadID string) bool {
+	rctx, cancel := d.s.requestContext(ctx)
+	defer cancel()
+	_, err := d.s.client.ListParts(rctx, &s3.ListPartsInput{
+		Bucket:   aws.String(d.s.cfg.Bucket),
+		Key:      aws.String(key),
+		UploadId: aws.String(uploadID),
+		MaxParts: aws.Int32(1),
+	})
+	return isNoSuchUpload(err)
 }
 
 // sendAll sends every part that is still local, the last one included,
@@ -797,22 +818,27 @@ func (d *data) complete(ctx context.Context, key, uploadID string, parts []types
 		in.IfNoneMatch = aws.String("*")
 	}
 	_, err := d.s.client.CompleteMultipartUpload(rctx, in)
-	return d.placeResult(ctx, key, err)
+	return d.placeResult(ctx, key, overwrite, err)
 }
 
 // placeResult interprets the answer to the request that makes an upload
 // appear at key: a destination that exists (412) is ErrDestinationExists,
 // and a multipart upload that is gone is ErrDataLost, unless the object
 // at key is this very upload, placed before.
-func (d *data) placeResult(ctx context.Context, key string, err error) error {
+//
+// A store may refuse a conditional PutObject before it has read the body,
+// and close the connection while it is still being sent: the client then
+// sees no answer at all. So when a request without overwrite got none, a
+// destination that exists is ErrDestinationExists all the same.
+func (d *data) placeResult(ctx context.Context, key string, overwrite bool, err error) error {
 	if err == nil {
 		return nil
 	}
 	status := httpStatus(err)
-	if (status == http.StatusPreconditionFailed || isNoSuchUpload(err)) && d.placedAt(ctx, key) {
+	if (status == http.StatusPreconditionFailed || isNoSuchUpload(err) || (status == 0 && !overwrite)) && d.placedAt(ctx, key) {
 		return nil
 	}
-	if status == http.StatusPreconditionFailed {
+	if status == http.StatusPreconditionFailed || (status == 0 && !overwrite && d.exists(ctx, key)) {
 		return session.ErrDestinationExists
 	}
 	return fmt.Errorf("placing the upload of session %s at %s: %w", d.id, key, classify(err))
@@ -844,7 +870,7 @@ func (d *data) putWhole(ctx context.Context, key string, overwrite bool) error {
 		in.IfNoneMatch = aws.String("*")
 	}
 	_, err := d.s.client.PutObject(rctx, in)
-	return d.placeResult(ctx, key, err)
+	return d.placeResult(ctx, key, overwrite, err)
 }
 
 // stage puts the complete upload into its staging object, unless it is
@@ -1024,6 +1050,14 @@ func (d *data) placedAt(ctx context.Context, key string) bool {
 		return false
 	}
 	return out.Metadata[sessionMeta] == d.id.Bare()
+}
+
+// exists reports whether an object is at key.
+func (d *data) exists(ctx context.Context, key string) bool {
+	rctx, cancel := d.s.requestContext(ctx)
+	defer cancel()
+	_, err := d.s.client.HeadObject(rctx, &s3.HeadObjectInput{Bucket: aws.String(d.s.cfg.Bucket), Key: aws.String(key)})
+	return err == nil
 }
 
 // NewReader implements [session.DataReader]. A complete upload is put

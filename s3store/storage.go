@@ -30,6 +30,8 @@ const (
 	// MinPartSize is the smallest part S3 accepts, except for an
 	// upload's last part.
 	MinPartSize = 5 << 20
+	// MaxPartSize is the largest part S3 accepts.
+	MaxPartSize = 5 << 30
 	// maxParts is the most parts one multipart upload may have.
 	maxParts = 10_000
 	// maxKeyLength is the longest key S3 accepts, in bytes.
@@ -80,7 +82,7 @@ type Config struct {
 	// PartSize is the size of the parts an upload is sent to the bucket
 	// in, while it arrives. An upload of more than 10,000 parts of this
 	// size uses parts of a whole number of MiB large enough for it.
-	// Default: 16 MiB; at least 5 MiB.
+	// Default: 16 MiB; at least 5 MiB and at most 5 GiB.
 	PartSize int64
 
 	// TailDir is a local directory for the bytes of each session that
@@ -138,8 +140,8 @@ func New(ctx context.Context, cfg Config) (*Storage, error) {
 	if cfg.PartSize == 0 {
 		cfg.PartSize = DefaultPartSize
 	}
-	if cfg.PartSize < MinPartSize {
-		return nil, fmt.Errorf("s3 storage: part size %d is smaller than %d bytes", cfg.PartSize, MinPartSize)
+	if cfg.PartSize < MinPartSize || cfg.PartSize > MaxPartSize {
+		return nil, fmt.Errorf("s3 storage: part size %d is not between %d and %d bytes", cfg.PartSize, MinPartSize, MaxPartSize)
 	}
 	if cfg.StatePrefix == "" {
 		cfg.StatePrefix = cfg.Prefix + ".bits/"

@@ -341,7 +341,7 @@ func TestExpiredMultipartUpload(t *testing.T) {
 	if failed == nil {
 		_, failed = e.settle(e.store, id, session.SettleOptions{})
 	}
-	if !errors.Is(failed, session.ErrDataLost) {
+	if !errors.Is(failed, session.ErrDataLost) || errors.Is(failed, session.ErrStorageUnavailable) {
 		t.Fatalf("after the multipart upload expired: %v, want ErrDataLost", failed)
 	}
 	e.remove(e.store, id, session.RemovedCancelled)
