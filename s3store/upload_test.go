@@ -371,6 +371,9 @@ func TestNotifyByValue(t *testing.T) {
 				e.writeAll(e.store, id, content, 0, 2<<20)
 			}
 			var notified int
+			e.quiesce(e.st, id)
+			before := e.cnt.Count()
+			e.cnt.Ops()
 			res, err := e.settle(e.store, id, session.SettleOptions{Notify: func(ctx context.Context, d *session.Delivery) (session.FinalInfo, error) {
 				notified++
 				rc, err := d.Open()
@@ -422,6 +425,7 @@ func TestNotifyByValue(t *testing.T) {
 			if notified != 1 || !res.Placed {
 				t.Fatalf("notified %d times, placed %v", notified, res.Placed)
 			}
+			t.Logf("settle with a notification by value and by reference, of %d bytes: %d requests %v", size, e.cnt.Count()-before, e.cnt.Ops())
 			e.assertObject(key, content)
 			e.assertBucket(keysUpTo(i)...)
 			e.remove(e.store, id, session.RemovedClosed)
