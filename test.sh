@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every check of the project on a fresh machine that has Go: formatting,
 # go vet, golangci-lint (installed into .bin at a pinned version), all tests
-# with the race detector, a bounded run of every fuzz target, and the xcaddy
-# build with the binary-level tests run against it.
+# with the race detector (the s3store tests against versitygw, an S3
+# gateway also installed into .bin), a bounded run of every fuzz target,
+# and the xcaddy build with the binary-level tests run against it.
 #
 # Environment: FUZZTIME (default 300000x) bounds each fuzz target; SKIP_XCADDY=1
 # skips the xcaddy build. The default budget counts executions rather than
@@ -32,6 +33,12 @@ if [ ! -x .bin/golangci-lint ] || ! .bin/golangci-lint version 2>/dev/null | gre
 	GOBIN="$PWD/.bin" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@${GOLANGCI_LINT_VERSION}"
 fi
 .bin/golangci-lint run ./...
+
+step "versitygw v1.8.0 (the S3 gateway the s3store tests run against)"
+if [ ! -x .bin/versitygw ]; then
+	GOBIN="$PWD/.bin" go install github.com/versity/versitygw/cmd/versitygw@v1.8.0
+fi
+export CADDY_BITS_VERSITYGW="$PWD/.bin/versitygw"
 
 step "go test -race"
 go test -race -count=1 -timeout 40m ./...

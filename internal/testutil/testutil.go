@@ -1,6 +1,7 @@
 // Package testutil holds the helpers that the tests of several packages
 // of caddy-bits share: mounting a small file system, comparing files by
-// their SHA-256, and making reproducible test data.
+// their SHA-256, making reproducible test data, and running an S3 gateway
+// on a loopback port.
 package testutil
 
 import (
