@@ -112,7 +112,8 @@ func (h *Handler) deliver(ctx context.Context, r *http.Request, d *session.Deliv
 		return session.FinalInfo{}, err
 	}
 	defer resp.Body.Close()
-	return h.interpret(ctx, r, d, req.URL.String(), resp)
+	replyFile := req.Header.Get(protocol.HeaderResponseDataFileName) != ""
+	return h.interpret(ctx, r, d, req.URL.String(), resp, replyFile)
 }
 
 // buildNotification builds the POST to the application, and picks the
@@ -144,12 +145,12 @@ func (h *Handler) buildNotification(ctx context.Context, r *http.Request, d *ses
 		if err := d.DiscardReply(); err != nil {
 			return nil, nil, err
 		}
-		path, ok := d.Path()
-		if !ok {
-			return nil, nil, errors.New("the upload's storage keeps it in no local file to name by reference")
+		if path, ok := d.Path(); ok {
+			req.Header.Set(protocol.HeaderRequestDataFileName, path)
+			req.Header.Set(protocol.HeaderResponseDataFileName, d.ReplyPath())
+		} else if err := h.nameObject(ctx, req, d); err != nil {
+			return nil, nil, err
 		}
-		req.Header.Set(protocol.HeaderRequestDataFileName, path)
-		req.Header.Set(protocol.HeaderResponseDataFileName, d.ReplyPath())
 		req.Header.Set(digestHeader, digest)
 		req.ContentLength = 0
 	} else {
@@ -189,9 +190,10 @@ func exchange(ctx context.Context, client *http.Client, req *http.Request) (*htt
 }
 
 // interpret reads the application's answer: its status, whether it asks
-// for the upload to be placed, and its reply (a static URL, its body by
-// value, or the file it wrote by reference), which it stores.
-func (h *Handler) interpret(ctx context.Context, r *http.Request, d *session.Delivery, target string, resp *http.Response) (session.FinalInfo, error) {
+// for the upload to be placed, and its reply (a static URL, the file it
+// was asked to write when replyFile is set, or else its body), which it
+// stores.
+func (h *Handler) interpret(ctx context.Context, r *http.Request, d *session.Delivery, target string, resp *http.Response, replyFile bool) (session.FinalInfo, error) {
 	n := h.Notify
 	st := d.State()
 	if resp.StatusCode != http.StatusOK {
@@ -214,7 +216,7 @@ func (h *Handler) interpret(ctx context.Context, r *http.Request, d *session.Del
 	}
 	var size int64
 	var err error
-	if n.byReference {
+	if replyFile {
 		_, _ = io.CopyN(io.Discard, resp.Body, 64<<10)
 		size, err = d.AdoptReply(n.MaxReplySize)
 	} else {

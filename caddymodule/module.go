@@ -277,7 +277,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	// The store is keyed by its resolved directory, so that two names of
 	// one directory share one store.
-	store, err := acquireStore(ctx, h.sessionDir, time.Duration(h.SessionTimeout), h.storage)
+	store, err := acquireStore(ctx, h.sessionDir, time.Duration(h.SessionTimeout), h.storage, h.StorageRaw)
 	if err != nil {
 		return err
 	}

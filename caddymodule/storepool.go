@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 
 	"github.com/caddy-bits/caddy-bits/session"
 )
@@ -28,6 +29,9 @@ var stores = caddy.NewUsagePool()
 type pooledStore struct {
 	*session.Store
 	storageKey string
+	// storageConfig is the JSON of the storage module the store was
+	// opened with.
+	storageConfig string
 	obs        atomic.Pointer[observer]
 
 	mu    sync.Mutex
@@ -82,17 +86,18 @@ func (p *pooledStore) apply() {
 // acquireStore returns the store for dir, opening it with the storage
 // if this is its first user. A store in use with another storage is
 // refused: its sessions' bytes are in that one.
-func acquireStore(ctx caddy.Context, dir string, timeout time.Duration, storage Storage) (*pooledStore, error) {
+func acquireStore(ctx caddy.Context, dir string, timeout time.Duration, storage Storage, storageConfig []byte) (*pooledStore, error) {
 	v, loaded, err := stores.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		p := &pooledStore{storageKey: storage.StorageKey()}
+		p := &pooledStore{storageKey: storage.StorageKey(), storageConfig: string(storageConfig)}
 		st, err := storage.OpenStorage(ctx, dir)
 		if err != nil {
 			return nil, fmt.Errorf("opening storage: %w", err)
 		}
 		store, err := session.Open(dir, session.Options{
-			Storage: st,
-			Timeout: timeout,
-			Logger:  caddy.Log().Named("http.handlers.bits_upload.store"),
+			Storage:     st,
+			StorageName: storage.StorageKey(),
+			Timeout:     timeout,
+			Logger:      caddy.Log().Named("http.handlers.bits_upload.store"),
 			OnRemove: func(st session.State, reason session.RemoveReason) {
 				p.obs.Load().removed(st, reason)
 			},
@@ -111,6 +116,13 @@ func acquireStore(ctx caddy.Context, dir string, timeout time.Duration, storage 
 		_, _ = stores.Delete(dir)
 		return nil, fmt.Errorf("session_dir %s is in use with storage %s; a session_dir serves one storage, so give storage %s another one",
 			dir, p.storageKey, storage.StorageKey())
+	}
+	if loaded && p.storageConfig != string(storageConfig) && p.storageKey != (LocalStorage{}).StorageKey() {
+		// The store keeps the storage it was opened with, which may be
+		// busy with uploads; other settings of the same storage (such as
+		// credentials or the part size) apply when it is opened again.
+		ctx.Logger().Warn("storage settings changed, but session_dir's store keeps those it was opened with until Caddy restarts",
+			zap.String("session_dir", dir), zap.String("storage", p.storageKey))
 	}
 	return p, nil
 }

@@ -137,8 +137,8 @@ func (s *Storage) openData(ref session.DataRef) (*data, error) {
 	}
 	if d.rec.Key != "" {
 		d.readBack = d.rec.Key == s.StagingKey(ref.ID)
-	} else if sj, ok := ref.Journal.(stateJournal); ok {
-		d.readBack = sj.State().Hash
+	} else {
+		d.readBack = ref.ReadBack
 	}
 	if d.rec.Staged {
 		return d, nil
@@ -529,7 +529,10 @@ func (d *data) ensureMultipart(ctx context.Context) error {
 		key = d.s.StagingKey(d.id)
 	}
 	d.mu.Unlock()
-	rctx, cancel := d.s.requestContext(ctx)
+	// Not cut short by Remove cancelling ctx: the store may create the
+	// upload after all, and one whose id never arrived is found by no
+	// one but a lifecycle rule. Remove waits for it and aborts it.
+	rctx, cancel := d.s.requestContext(context.WithoutCancel(ctx))
 	defer cancel()
 	out, err := d.s.client.CreateMultipartUpload(rctx, &s3.CreateMultipartUploadInput{
 		Bucket:   aws.String(d.s.cfg.Bucket),

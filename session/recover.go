@@ -162,7 +162,7 @@ func (s *Store) recoverOne(st *State, stateFile, inJournal bool) (*Session, erro
 	if _, err := os.Lstat(sess.ReplyPath()); err == nil {
 		sess.hasReply = true
 	}
-	data, err := s.storage.Data(context.Background(), DataRef{ID: st.ID, Total: st.Total, Dest: st.Destination(), Record: st.Data, Journal: sess})
+	data, err := s.storage.Data(context.Background(), DataRef{ID: st.ID, Total: st.Total, Dest: st.Destination(), Record: st.Data, Journal: sess, ReadBack: st.Hash})
 	if err != nil {
 		return nil, err
 	}

@@ -275,7 +275,7 @@ func (s *Session) openData() (Data, error) {
 		return s.data, nil
 	}
 	s.mu.Lock()
-	ref := DataRef{ID: s.id, Total: s.st.Total, Dest: s.st.Destination(), Record: s.st.Data, Journal: s}
+	ref := DataRef{ID: s.id, Total: s.st.Total, Dest: s.st.Destination(), Record: s.st.Data, Journal: s, ReadBack: s.st.Hash}
 	s.mu.Unlock()
 	d, err := s.store.storage.Data(context.Background(), ref)
 	if err != nil {

@@ -224,6 +224,11 @@ func (d *Delivery) Path() (string, bool) {
 	return df.Path(), true
 }
 
+// Data returns the session's Data, for a storage-specific notification
+// by reference (an object store names the upload by its location). The
+// caller must not append to it.
+func (d *Delivery) Data() (Data, error) { return d.l.s.openData() }
+
 // ReplyPath returns where the application may write a reply by
 // reference.
 func (d *Delivery) ReplyPath() string { return d.l.s.ReplyPath() }

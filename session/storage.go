@@ -68,6 +68,12 @@ type DataRef struct {
 	Record json.RawMessage
 	// Journal records the holder's progress in the session's state.
 	Journal Journal
+	// ReadBack is set when the bytes may be read back before they are
+	// placed (through [DataReader]), as they are for a server application
+	// notified of the upload. A storage that cannot read back what it
+	// sent away, such as an object store's unfinished multipart upload,
+	// keeps such bytes where it can.
+	ReadBack bool
 }
 
 // Journal is how a [Data] records its own progress (such as the parts an

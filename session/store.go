@@ -47,6 +47,13 @@ type Options struct {
 	// 64 MiB and 30 seconds.
 	CheckpointBytes    int64
 	CheckpointInterval time.Duration
+	// StorageName names where Storage keeps the bytes (the caddymodule
+	// package uses "local", or the kind of store and its bucket). It is
+	// recorded in the directory, and Open refuses with ErrStorageMismatch
+	// a directory that holds sessions of another storage, whose bytes the
+	// given one would not find. Default: "local" when Storage is nil;
+	// otherwise "", which neither checks nor records a name.
+	StorageName string
 	// Logger receives the store's log lines. Default: a no-op logger.
 	Logger *zap.Logger
 	// OnRemove, if set, is called after a session was removed, with its
@@ -198,6 +205,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		return fail(err)
 	}
 	s.storage = opts.Storage
+	name := opts.StorageName
+	if s.storage == nil && name == "" {
+		name = defaultStorageName
+	}
+	if name != "" {
+		if err := checkStorageName(dir, s.activeDir, name, s.fsync); err != nil {
+			return fail(err)
+		}
+	}
 	if s.storage == nil {
 		ls := NewLocalStorage(s.activeDir)
 		ls.sy.fsync = s.fsync
