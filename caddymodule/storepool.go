@@ -32,7 +32,7 @@ type pooledStore struct {
 	// storageConfig is the JSON of the storage module the store was
 	// opened with.
 	storageConfig string
-	obs        atomic.Pointer[observer]
+	obs           atomic.Pointer[observer]
 
 	mu    sync.Mutex
 	users []*storeUser
