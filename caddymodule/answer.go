@@ -32,6 +32,10 @@ func protocolError(err error) (perr *protocol.Error, serverFault bool) {
 		return protocol.SessionNotFound("%v", err), true
 	case errors.Is(err, session.ErrStorageUnavailable):
 		return protocol.Errorf(http.StatusServiceUnavailable, protocol.HTTPError(http.StatusServiceUnavailable), "%v", err), true
+	case errors.Is(err, session.ErrMoved):
+		// Another node took the session over; the client's retry is
+		// forwarded to it.
+		return protocol.Errorf(http.StatusServiceUnavailable, protocol.HTTPError(http.StatusServiceUnavailable), "%v", err), false
 	case errors.Is(err, session.ErrStoreClosed):
 		// The server is shutting down or reloading: try again.
 		return protocol.Errorf(http.StatusServiceUnavailable, protocol.HTTPError(http.StatusServiceUnavailable), "%v", err), false

@@ -160,6 +160,15 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("module %s is not a bits_upload storage", modID)
 			}
 			h.StorageRaw = caddyconfig.JSONModuleObject(unm, "module", name, nil)
+		case "sessions":
+			if h.Sessions != nil {
+				return d.Err("sessions already specified")
+			}
+			s, err := parseSessions(d)
+			if err != nil {
+				return err
+			}
+			h.Sessions = s
 		case "notify":
 			if h.Notify != nil {
 				return d.Err("notify already specified")
@@ -290,3 +299,51 @@ func parseDuration(d *caddyfile.Dispenser, name string) (caddy.Duration, error) 
 
 // Interface guard
 var _ caddyfile.Unmarshaler = (*Handler)(nil)
+
+// parseSessions parses the sessions subdirective:
+//
+//	sessions local|shared {
+//		advertise       <url>
+//		forward_timeout <duration>
+//	}
+func parseSessions(d *caddyfile.Dispenser) (*Sessions, error) {
+	if !d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	s := &Sessions{Mode: d.Val()}
+	if s.Mode != sessionsLocal && s.Mode != sessionsShared {
+		return nil, d.Errf("sessions must be local or shared, got %q", s.Mode)
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		if s.Mode != sessionsShared {
+			return nil, d.Errf("sessions local has no options, got %q", opt)
+		}
+		if !d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		val := d.Val()
+		if d.NextArg() {
+			return nil, d.ArgErr()
+		}
+		switch opt {
+		case "advertise":
+			s.Advertise = val
+		case "forward_timeout":
+			dur, err := caddy.ParseDuration(val)
+			if err != nil {
+				return nil, d.Errf("parsing forward_timeout %q: %v", val, err)
+			}
+			if dur <= 0 {
+				return nil, d.Errf("forward_timeout must be positive, got %q", val)
+			}
+			s.ForwardTimeout = caddy.Duration(dur)
+		default:
+			return nil, d.Errf("unrecognized sessions option %q", opt)
+		}
+	}
+	return s, nil
+}

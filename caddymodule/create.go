@@ -43,6 +43,13 @@ func (h *Handler) createSession(w http.ResponseWriter, r *http.Request, pkt *pro
 		h.answer(w, r, pkt, err)
 		return
 	}
+	if n := h.store.shared; n != nil {
+		if err := n.created(r.Context(), r, sess.ID()); err != nil {
+			_ = h.store.Forget(sess.ID())
+			h.answer(w, r, pkt, err)
+			return
+		}
+	}
 	st := sess.State()
 	describe(r, st)
 	h.logger.Info("session created",

@@ -23,6 +23,9 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 		h.answer(w, r, pkt, err)
 		return
 	}
+	// Deferred before Release, so it runs after it.
+	var failure error
+	defer h.forgetIfMoved(pkt.SessionID, &failure)
 	defer l.Release()
 
 	st := l.State()
@@ -75,12 +78,13 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 		h.writeAck(w, r, pkt, protocol.ErrorAck(protocol.BadRequest("fragment body ended early")))
 		return
 	case err != nil:
+		failure = err
 		h.answer(w, r, pkt, err)
 		return
 	}
 
 	if res.Complete {
-		h.finalAck(w, r, pkt, l)
+		failure = h.finalAck(w, r, pkt, l)
 		return
 	}
 	ack := protocol.Ack{SessionID: pkt.SessionID, Received: res.Received, HasReceived: true}
@@ -103,19 +107,31 @@ func (h *Handler) fragment(w http.ResponseWriter, r *http.Request, pkt *protocol
 // Cancel-Session) says the file is in place once the last fragment is
 // acknowledged, clients may never send Close-Session, and a Close-Session
 // that only cleans up can be repeated safely.
-func (h *Handler) finalAck(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet, l *session.Lease) {
+func (h *Handler) finalAck(w http.ResponseWriter, r *http.Request, pkt *protocol.Packet, l *session.Lease) error {
 	opts := session.SettleOptions{Overwrite: h.AllowOverwrite}
 	if h.Notify != nil {
 		opts.Notify = h.notifier(r)
 	}
+	n := h.store.shared
+	if n != nil {
+		opts.Decided = func(st session.State) error {
+			return n.decided(r.Context(), st, l.Session().ReplyPath())
+		}
+	}
 	out, err := l.Settle(r.Context(), opts)
 	if err != nil {
 		h.answer(w, r, pkt, err)
-		return
+		return err
 	}
 	st := l.State()
 	if !out.Cached {
 		h.settled(st, out)
+		if n != nil {
+			// The cached final Ack, for a retry any node may take.
+			if err := n.publish(r.Context(), st.ID, ""); err != nil {
+				h.logger.Warn("publishing a settled session", zap.String("session_id", st.ID.Wire()), zap.Error(err))
+			}
+		}
 	}
 	h.writeAck(w, r, pkt, protocol.Ack{
 		SessionID:   pkt.SessionID,
@@ -123,6 +139,7 @@ func (h *Handler) finalAck(w http.ResponseWriter, r *http.Request, pkt *protocol
 		HasReceived: true,
 		ReplyURL:    out.Final.ReplyURL,
 	})
+	return nil
 }
 
 // settled logs, counts and reports a session that was just settled.

@@ -24,6 +24,11 @@ const (
 	notifyUnreachable = "unreachable"  // it could not be reached
 	notifyTooLarge    = "too_large"    // its reply exceeded max_reply_size
 	notifyLocalError  = "server_error" // storing its reply failed here
+
+	// Results of forwarding a packet to the node that owns its session
+	// (label "result" of forwards_total).
+	forwardOK          = "ok"          // the owner answered, whatever it answered
+	forwardUnreachable = "unreachable" // it could not be reached
 )
 
 // metrics are the handler's Prometheus collectors. They are package-level,
@@ -43,6 +48,8 @@ var metrics struct {
 	notifications        *prometheus.CounterVec
 	notificationDuration prometheus.Histogram
 	commitDuration       prometheus.Histogram
+	forwards             *prometheus.CounterVec
+	takeovers            prometheus.Counter
 }
 
 // initMetrics creates the collectors once.
@@ -95,7 +102,29 @@ func initMetrics() {
 			Help:    "Time to place a complete upload at its destination, fsyncs included.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		})
+		metrics.forwards = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "forwards_total",
+			Help: "Requests of shared sessions forwarded to the node that owns them, by result (ok, unreachable).",
+		}, []string{"result"})
+		metrics.takeovers = prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "takeovers_total",
+			Help: "Shared sessions this node took over from a node that could not be reached.",
+		})
 	})
+}
+
+// countForward counts a forwarded request. Shared sessions belong to the
+// session directory, not to one config, so they are counted whatever the
+// handler's disable_metrics says.
+func countForward(result string) {
+	initMetrics()
+	metrics.forwards.WithLabelValues(result).Inc()
+}
+
+// countTakeover counts a session taken over.
+func countTakeover() {
+	initMetrics()
+	metrics.takeovers.Inc()
 }
 
 // registerMetrics adds the collectors to a config's registry. Several
@@ -110,6 +139,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 		metrics.sessionsCreated, metrics.sessionsCompleted, metrics.sessionsCancelled,
 		metrics.sessionsClosed, metrics.sessionsReaped, metrics.notifications,
 		metrics.notificationDuration, metrics.commitDuration,
+		metrics.forwards, metrics.takeovers,
 	} {
 		if err := reg.Register(c); err != nil {
 			if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); !ok {

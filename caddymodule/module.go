@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,6 +163,11 @@ type Handler struct {
 	// Default: local.
 	StorageRaw json.RawMessage `json:"storage,omitempty" caddy:"namespace=http.handlers.bits_upload.storage inline_key=module"`
 
+	// Which nodes of a farm may continue a session: "local" (the one that
+	// created it) or "shared" (any node using the same S3 storage; see
+	// docs/s3.md). Default: local.
+	Sessions *Sessions `json:"sessions,omitempty"`
+
 	// Turns off the handler's Prometheus metrics (caddy_bits_upload_*).
 	// Default: false, metrics on.
 	DisableMetrics bool `json:"disable_metrics,omitempty"`
@@ -225,6 +231,18 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		// Destinations are keys; the root plays no part.
 		h.Root = "/"
 	}
+	if h.Sessions == nil {
+		h.Sessions = &Sessions{}
+	}
+	if h.Sessions.Mode == "" {
+		h.Sessions.Mode = sessionsLocal
+	}
+	if h.Sessions.Mode == sessionsShared {
+		if _, ok := h.storage.(*S3Storage); !ok {
+			return fmt.Errorf("sessions shared needs storage s3: the nodes share sessions through its bucket")
+		}
+		h.Sessions.Advertise = repl.ReplaceKnown(h.Sessions.Advertise, "")
+	}
 	if h.root, err = parseRootTemplate(h.Root); err != nil {
 		return err
 	}
@@ -277,7 +295,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	// The store is keyed by its resolved directory, so that two names of
 	// one directory share one store.
-	store, err := acquireStore(ctx, h.sessionDir, time.Duration(h.SessionTimeout), h.storage, h.StorageRaw)
+	store, err := acquireStore(ctx, h.sessionDir, time.Duration(h.SessionTimeout), h.storage, h.StorageRaw, h.Sessions)
 	if err != nil {
 		return err
 	}
@@ -323,6 +341,19 @@ func (h *Handler) Validate() error {
 	}
 	if h.MinFreeSpace < 0 {
 		return fmt.Errorf("min_free_space must not be negative, got %d", h.MinFreeSpace)
+	}
+	if h.Sessions != nil {
+		if m := h.Sessions.Mode; m != "" && m != sessionsLocal && m != sessionsShared {
+			return fmt.Errorf("sessions must be local or shared, got %q", m)
+		}
+		if h.Sessions.ForwardTimeout < 0 {
+			return fmt.Errorf("sessions forward_timeout must not be negative, got %s", time.Duration(h.Sessions.ForwardTimeout))
+		}
+		if a := h.Sessions.Advertise; a != "" {
+			if u, err := url.Parse(a); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+				return fmt.Errorf("sessions advertise must be an http or https URL with a host and no path, got %q", a)
+			}
+		}
 	}
 	return nil
 }

@@ -22,6 +22,9 @@ import (
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if r.Method != protocol.Method {
 		if id, ok := replyID(r); ok {
+			if h.routed(w, r, id, nil) {
+				return nil
+			}
 			return h.serveReply(w, r, id)
 		}
 		return next.ServeHTTP(w, r)
@@ -36,6 +39,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	repl.Set(placeholderPacketType, pkt.Type.String())
 	if pkt.SessionID != "" {
 		repl.Set(placeholderSessionID, pkt.SessionID.Wire())
+		if pkt.Type != protocol.PacketCreateSession && h.routed(w, r, pkt.SessionID, pkt) {
+			return nil
+		}
 	}
 	switch pkt.Type {
 	case protocol.PacketPing:
@@ -53,6 +59,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		h.answer(w, r, pkt, protocol.BadRequest("unexpected packet type %v", pkt.Type))
 	}
 	return nil
+}
+
+// routed sends a request for a shared session this node does not hold to
+// the node that does (or takes the session over), and reports whether the
+// request was answered that way. Without shared sessions it does
+// nothing.
+func (h *Handler) routed(w http.ResponseWriter, r *http.Request, id protocol.SessionID, pkt *protocol.Packet) bool {
+	n := h.store.shared
+	if n == nil {
+		return false
+	}
+	if n.moved(id) {
+		// Found out while sending a part in the background.
+		n.forget(id)
+	}
+	if _, err := h.store.Get(id); !errors.Is(err, session.ErrNotFound) {
+		return false
+	}
+	return n.route(w, r, h, id, pkt) == routeAnswered
+}
+
+// forgetIfMoved drops a shared session that another node took over while
+// this request used it; the client's retry is forwarded to that node. It
+// runs after the request's lease is released.
+func (h *Handler) forgetIfMoved(id protocol.SessionID, err *error) {
+	if h.store.shared != nil && errors.Is(*err, session.ErrMoved) {
+		h.store.shared.forget(id)
+	}
 }
 
 // Placeholders set on every BITS request.
@@ -122,6 +156,12 @@ func (h *Handler) revive(r *http.Request, id protocol.SessionID) (*session.Sessi
 	if err != nil {
 		return nil, err
 	}
+	if n := h.store.shared; n != nil {
+		if err := n.created(r.Context(), r, id); err != nil {
+			_ = h.store.Forget(id)
+			return nil, err
+		}
+	}
 	h.logger.Info("session revived", zap.String("session_id", id.Wire()), zap.String("destination", sess.State().DestinationPath()))
 	return sess, nil
 }
@@ -147,6 +187,7 @@ func (h *Handler) removeSession(w http.ResponseWriter, r *http.Request, pkt *pro
 	if err == nil {
 		st, err = l.Remove(reason)
 		l.Release()
+		h.forgetIfMoved(pkt.SessionID, &err)
 	}
 	switch {
 	case errors.Is(err, session.ErrClosed):

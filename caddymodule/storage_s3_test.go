@@ -77,6 +77,17 @@ func objectSHA(t testing.TB, c *s3.Client, bucket, key string) (string, int64, e
 	return hex.EncodeToString(h.Sum(nil)), n, err
 }
 
+// objectBytes returns the object at key.
+func objectBytes(c *s3.Client, bucket, key string) ([]byte, string, error) {
+	out, err := c.GetObject(context.Background(), &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		return nil, "", err
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	return b, aws.ToString(out.ETag), err
+}
+
 // assertObject asserts that the object at key holds exactly want.
 func assertObject(t testing.TB, c *s3.Client, bucket, key string, want []byte) {
 	t.Helper()
@@ -114,7 +125,19 @@ func assertBucketClean(t testing.TB, c *s3.Client, bucket, prefix, sessionDir st
 		t.Fatalf("listing objects: %v", err)
 	}
 	for _, o := range objs.Contents {
-		t.Errorf("object of the storage left at %s", aws.ToString(o.Key))
+		key := aws.ToString(o.Key)
+		switch {
+		case key == prefix+".bits/key":
+			// The farm's key, with shared sessions.
+		case strings.HasPrefix(key, prefix+".bits/sessions/"):
+			// A closed session's tombstone, with shared sessions.
+			got, _, err := objectBytes(c, bucket, key)
+			if err != nil || !strings.Contains(string(got), `"closed":true`) {
+				t.Errorf("shared state of an open session left at %s: %s %v", key, got, err)
+			}
+		default:
+			t.Errorf("object of the storage left at %s", key)
+		}
 	}
 	entries, err := os.ReadDir(filepath.Join(sessionDir, "s3-parts"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -9,6 +9,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/caddy-bits/caddy-bits/s3store"
 	"github.com/caddy-bits/caddy-bits/session"
 )
 
@@ -32,6 +33,8 @@ type pooledStore struct {
 	// storageConfig is the JSON of the storage module the store was
 	// opened with.
 	storageConfig string
+	// shared is the store's part in a farm that shares sessions, or nil.
+	shared *sharedNode
 	obs           atomic.Pointer[observer]
 
 	mu    sync.Mutex
@@ -86,36 +89,67 @@ func (p *pooledStore) apply() {
 // acquireStore returns the store for dir, opening it with the storage
 // if this is its first user. A store in use with another storage is
 // refused: its sessions' bytes are in that one.
-func acquireStore(ctx caddy.Context, dir string, timeout time.Duration, storage Storage, storageConfig []byte) (*pooledStore, error) {
+func acquireStore(ctx caddy.Context, dir string, timeout time.Duration, storage Storage, storageConfig []byte, sessions *Sessions) (*pooledStore, error) {
+	shared := sessions != nil && sessions.Mode == sessionsShared
+	storageKey := storage.StorageKey()
+	if shared {
+		// Shared sessions are sealed with the farm's key, which the
+		// directory's own sessions are not.
+		storageKey += " (shared sessions)"
+	}
 	v, loaded, err := stores.LoadOrNew(dir, func() (caddy.Destructor, error) {
-		p := &pooledStore{storageKey: storage.StorageKey(), storageConfig: string(storageConfig)}
+		p := &pooledStore{storageKey: storageKey, storageConfig: string(storageConfig)}
 		st, err := storage.OpenStorage(ctx, dir)
 		if err != nil {
 			return nil, fmt.Errorf("opening storage: %w", err)
 		}
-		store, err := session.Open(dir, session.Options{
+		logger := caddy.Log().Named("http.handlers.bits_upload.store")
+		opts := session.Options{
 			Storage:     st,
-			StorageName: storage.StorageKey(),
+			StorageName: storageKey,
 			Timeout:     timeout,
-			Logger:      caddy.Log().Named("http.handlers.bits_upload.store"),
+			Logger:      logger,
 			OnRemove: func(st session.State, reason session.RemoveReason) {
 				p.obs.Load().removed(st, reason)
+				if p.shared != nil {
+					p.shared.removed(st, reason)
+				}
 			},
-		})
+		}
+		var node *sharedNode
+		if shared {
+			s3, ok := st.(*s3store.Storage)
+			if !ok {
+				return nil, fmt.Errorf("sessions shared needs storage s3, not %s", storage.StorageKey())
+			}
+			key, err := s3.SharedKey(ctx)
+			if err != nil {
+				return nil, fmt.Errorf("reading the farm's shared key: %w", err)
+			}
+			opts.Key = key
+			if node, err = newSharedNode(dir, s3, key, sessions, logger.Named("shared")); err != nil {
+				return nil, err
+			}
+		}
+		store, err := session.Open(dir, opts)
 		if err != nil {
 			return nil, fmt.Errorf("opening session_dir: %w", err)
 		}
 		p.Store = store
+		if node != nil {
+			node.start(ctx, store)
+			p.shared = node
+		}
 		return p, nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	p := v.(*pooledStore)
-	if loaded && p.storageKey != storage.StorageKey() {
+	if loaded && p.storageKey != storageKey {
 		_, _ = stores.Delete(dir)
 		return nil, fmt.Errorf("session_dir %s is in use with storage %s; a session_dir serves one storage, so give storage %s another one",
-			dir, p.storageKey, storage.StorageKey())
+			dir, p.storageKey, storageKey)
 	}
 	if loaded && p.storageConfig != string(storageConfig) && p.storageKey != (LocalStorage{}).StorageKey() {
 		// The store keeps the storage it was opened with, which may be

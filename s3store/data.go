@@ -483,6 +483,9 @@ func (d *data) uploadPart(ctx context.Context, p int32) error {
 	d.mu.Lock()
 	key, uploadID := d.rec.Key, d.rec.UploadID
 	d.mu.Unlock()
+	if err := d.s.checkGuard(ctx, d.id); err != nil {
+		return err
+	}
 	etag, err := d.sendPart(ctx, key, uploadID, p, size)
 	if err != nil {
 		return err
@@ -501,7 +504,7 @@ func (d *data) uploadPart(ctx context.Context, p int32) error {
 	if err := os.Remove(d.partPath(p)); err != nil {
 		d.s.logger.Warn("deleting a sent part", zap.String("session_id", d.id.Wire()), zap.Int32("part", p), zap.Error(err))
 	}
-	return nil
+	return d.s.runAfterPart(ctx, d.id)
 }
 
 // record gives rec to the session's journal.
@@ -770,6 +773,11 @@ func (d *data) Place(ctx context.Context, dest session.Destination, overwrite bo
 	d.mu.Lock()
 	rec := d.rec
 	d.mu.Unlock()
+	if !d.placed {
+		if err := d.s.checkGuard(ctx, d.id); err != nil {
+			return err
+		}
+	}
 	switch {
 	case rec.Done:
 		if d.placedAt(ctx, key) {
@@ -1284,6 +1292,11 @@ func (d *data) Location(ctx context.Context) (bucket, key string, err error) {
 // deletes the staging object and the local files. An upload in place
 // stays there.
 func (d *data) Remove() error {
+	if err := d.s.checkGuard(context.Background(), d.id); errors.Is(err, session.ErrMoved) {
+		// Another node continues the session: its bucket objects are
+		// that node's.
+		return d.Forget()
+	}
 	if u := d.up; u != nil {
 		u.cancel()
 		_ = d.wait()

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -122,6 +123,10 @@ type Storage struct {
 
 	// open holds the Data of the sessions in use, by id, for Locate.
 	open sync.Map
+
+	// guard and afterPart are the hooks of shared sessions.
+	guard     atomic.Pointer[Guard]
+	afterPart atomic.Pointer[AfterPart]
 }
 
 // New returns the storage cfg describes, after checking that the bucket

@@ -116,8 +116,11 @@ func (s *Session) Digest() []byte {
 }
 
 // ReplyPath returns the absolute path where the session's reply is stored.
-func (s *Session) ReplyPath() string {
-	return filepath.Join(s.store.activeDir, s.id.Bare()+replySuffix)
+func (s *Session) ReplyPath() string { return s.store.replyPathOf(s.id) }
+
+// replyPathOf returns the path of the reply file of session id.
+func (s *Store) replyPathOf(id protocol.SessionID) string {
+	return filepath.Join(s.activeDir, id.Bare()+replySuffix)
 }
 
 // statePath returns the path of the session's state file.

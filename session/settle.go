@@ -17,6 +17,12 @@ type SettleOptions struct {
 	Notify func(ctx context.Context, d *Delivery) (FinalInfo, error)
 	// Overwrite allows placing the upload over an existing file.
 	Overwrite bool
+	// Decided, when set, is called once the outcome is recorded and
+	// before the upload is placed, with the session's state; its error
+	// stops Settle, and the next Settle calls it again. Shared sessions
+	// publish the outcome there, so that a node that adopts the session
+	// never notifies the application a second time.
+	Decided func(st State) error
 }
 
 // Settlement is what Settle did.
@@ -79,6 +85,11 @@ func (l *Lease) Settle(ctx context.Context, opts SettleOptions) (Settlement, err
 		}
 	}
 	out.Final = info
+	if opts.Decided != nil {
+		if err := opts.Decided(s.State()); err != nil {
+			return out, err
+		}
+	}
 	if s.placedStraight > 0 {
 		out.Placed, out.PlaceTime = true, s.placedStraight
 		s.placedStraight = 0

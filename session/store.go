@@ -54,6 +54,10 @@ type Options struct {
 	// given one would not find. Default: "local" when Storage is nil;
 	// otherwise "", which neither checks nor records a name.
 	StorageName string
+	// Key, when set (32 bytes), seals session ids and states instead of
+	// the directory's own key: stores that share sessions (see Adopt)
+	// share it. Default: the key in the directory, made at first use.
+	Key []byte
 	// Logger receives the store's log lines. Default: a no-op logger.
 	Logger *zap.Logger
 	// OnRemove, if set, is called after a session was removed, with its
@@ -203,6 +207,12 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	if s.key, err = loadKey(filepath.Join(dir, keyName), s.fsync); err != nil {
 		return fail(err)
+	}
+	if opts.Key != nil {
+		if len(opts.Key) != 32 {
+			return fail(fmt.Errorf("session key has %d bytes, want 32", len(opts.Key)))
+		}
+		s.key = opts.Key
 	}
 	s.storage = opts.Storage
 	name := opts.StorageName
