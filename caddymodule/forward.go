@@ -37,10 +37,14 @@ const (
 // forwarded to this node already, this node takes the session over.
 func (n *sharedNode) route(w http.ResponseWriter, r *http.Request, h *Handler, id protocol.SessionID, pkt *protocol.Packet) route {
 	forwarded := n.forwarded(r, id)
-	for attempt := 0; attempt < 3; attempt++ {
-		doc, cached := n.cachedOwner(id)
+	// unreachable holds the owners a forward failed to reach: only a
+	// fresh state that still names one of them makes a takeover.
+	unreachable := map[string]bool{}
+	for attempt := range 4 {
+		doc, fresh := n.cachedOwner(id)
+		fresh = !fresh || attempt > 0
 		var etag string
-		if !cached || attempt > 0 {
+		if fresh {
 			var err error
 			doc, etag, err = n.loadTagged(r.Context(), id)
 			switch {
@@ -61,7 +65,7 @@ func (n *sharedNode) route(w http.ResponseWriter, r *http.Request, h *Handler, i
 			}
 			return routeAnswered
 		}
-		if !forwarded && doc.Owner != n.id && doc.Addr != "" {
+		if !forwarded && doc.Owner != n.id && doc.Addr != "" && !unreachable[doc.Addr] {
 			ok, err := n.forward(w, r, doc.Addr, id)
 			if ok {
 				return routeAnswered
@@ -73,19 +77,13 @@ func (n *sharedNode) route(w http.ResponseWriter, r *http.Request, h *Handler, i
 					"forwarding to the session's node failed: %v", err))
 				return routeAnswered
 			}
+			// Perhaps another node took it over meanwhile: look again.
+			unreachable[doc.Addr] = true
+			n.cacheOwner(id, sharedDoc{})
+			continue
 		}
-		if etag == "" {
-			var err error
-			if doc, etag, err = n.loadTagged(r.Context(), id); err != nil {
-				if errors.Is(err, s3store.ErrNoObject) {
-					return routeUnknown
-				}
-				h.answer(w, r, pkt, err)
-				return routeAnswered
-			}
-			if doc.Closed {
-				continue
-			}
+		if !fresh {
+			continue
 		}
 		err := n.takeOver(r, id, doc, etag)
 		if errors.Is(err, s3store.ErrPreconditionFailed) {
