@@ -35,7 +35,7 @@ type pooledStore struct {
 	storageConfig string
 	// shared is the store's part in a farm that shares sessions, or nil.
 	shared *sharedNode
-	obs           atomic.Pointer[observer]
+	obs    atomic.Pointer[observer]
 
 	mu    sync.Mutex
 	users []*storeUser
