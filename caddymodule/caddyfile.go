@@ -322,6 +322,9 @@ func parseSessions(d *caddyfile.Dispenser) (*Sessions, error) {
 		if s.Mode != sessionsShared {
 			return nil, d.Errf("sessions local has no options, got %q", opt)
 		}
+		if opt != "advertise" && opt != "forward_timeout" {
+			return nil, d.Errf("unrecognized sessions option %q", opt)
+		}
 		if !d.NextArg() {
 			return nil, d.ArgErr()
 		}

@@ -108,21 +108,23 @@ func (n *sharedNode) route(w http.ResponseWriter, r *http.Request, h *Handler, i
 // (If-Match), then adopts the session from it, with its reply.
 func (n *sharedNode) takeOver(r *http.Request, id protocol.SessionID, doc sharedDoc, etag string) error {
 	ctx := r.Context()
-	o := n.ownedOf(id)
-	o.mu.Lock()
-	defer o.mu.Unlock()
 	st, err := n.store.OpenSealed(doc.State)
 	if err != nil {
 		return fmt.Errorf("taking over session %s: %w", id, err)
 	}
 	addr := n.selfAddr(r)
 	next := sharedDoc{Owner: n.id, Addr: addr, Epoch: doc.Epoch + 1, State: doc.State}
+	o := n.ownedOf(id)
+	o.mu.Lock()
 	newTag, err := n.put(ctx, id, next, etag)
+	if err == nil {
+		o.etag, o.addr, o.epoch = newTag, addr, next.Epoch
+		o.moved.Store(false)
+	}
+	o.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	o.etag, o.addr, o.epoch = newTag, addr, next.Epoch
-	o.moved.Store(false)
 	n.cacheOwner(id, sharedDoc{})
 	var reply io.Reader
 	if st.Final != nil && !st.Final.ReplyStatic && st.Final.ReplySize > 0 {

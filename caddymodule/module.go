@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -237,11 +236,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Sessions.Mode == "" {
 		h.Sessions.Mode = sessionsLocal
 	}
+	h.Sessions.Advertise = repl.ReplaceKnown(h.Sessions.Advertise, "")
+	if err := h.Sessions.validate(); err != nil {
+		return err
+	}
 	if h.Sessions.Mode == sessionsShared {
 		if _, ok := h.storage.(*S3Storage); !ok {
 			return fmt.Errorf("sessions shared needs storage s3: the nodes share sessions through its bucket")
 		}
-		h.Sessions.Advertise = repl.ReplaceKnown(h.Sessions.Advertise, "")
 	}
 	if h.root, err = parseRootTemplate(h.Root); err != nil {
 		return err
@@ -342,19 +344,7 @@ func (h *Handler) Validate() error {
 	if h.MinFreeSpace < 0 {
 		return fmt.Errorf("min_free_space must not be negative, got %d", h.MinFreeSpace)
 	}
-	if h.Sessions != nil {
-		if m := h.Sessions.Mode; m != "" && m != sessionsLocal && m != sessionsShared {
-			return fmt.Errorf("sessions must be local or shared, got %q", m)
-		}
-		if h.Sessions.ForwardTimeout < 0 {
-			return fmt.Errorf("sessions forward_timeout must not be negative, got %s", time.Duration(h.Sessions.ForwardTimeout))
-		}
-		if a := h.Sessions.Advertise; a != "" {
-			if u, err := url.Parse(a); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-				return fmt.Errorf("sessions advertise must be an http or https URL with a host and no path, got %q", a)
-			}
-		}
-	}
+
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -47,6 +48,22 @@ type Sessions struct {
 	// How long a node tries to connect to a session's owner before it
 	// takes the session over. Default: 3 seconds.
 	ForwardTimeout caddy.Duration `json:"forward_timeout,omitempty"`
+}
+
+// validate checks the options (provisioned, placeholders replaced).
+func (s *Sessions) validate() error {
+	if s.Mode != sessionsLocal && s.Mode != sessionsShared {
+		return fmt.Errorf("sessions must be local or shared, got %q", s.Mode)
+	}
+	if s.ForwardTimeout < 0 {
+		return fmt.Errorf("sessions forward_timeout must not be negative, got %s", time.Duration(s.ForwardTimeout))
+	}
+	if a := s.Advertise; a != "" {
+		if u, err := url.Parse(a); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("sessions advertise must be an http or https URL with a host and no path, got %q", a)
+		}
+	}
+	return nil
 }
 
 // Session modes.
@@ -170,14 +187,12 @@ func newSharedNode(dir string, st *s3store.Storage, key []byte, cfg *Sessions, l
 func (n *sharedNode) start(ctx context.Context, store *session.Store) {
 	n.store = store
 	n.st.SetGuard(n.guard)
-	n.st.SetAfterPart(func(ctx context.Context, id protocol.SessionID) error { return n.publish(ctx, id, "") })
+	n.st.SetAfterRecord(func(ctx context.Context, id protocol.SessionID) error { return n.publish(ctx, id, "") })
 	for _, st := range store.List() {
 		err := n.guard(ctx, st.ID)
 		switch {
 		case errors.Is(err, session.ErrMoved):
-			if err := store.Forget(st.ID); err != nil {
-				n.logger.Warn("forgetting a session another node took over", zap.String("session_id", st.ID.Wire()), zap.Error(err))
-			}
+			n.forget(st.ID)
 		case err != nil:
 			n.logger.Warn("checking the owner of a recovered session", zap.String("session_id", st.ID.Wire()), zap.Error(err))
 		}
@@ -372,8 +387,22 @@ func (n *sharedNode) moved(id protocol.SessionID) bool {
 	return ok && v.(*owned).moved.Load()
 }
 
-// forget drops a session another node took over.
+// forget drops a session another node took over, after aborting the
+// multipart uploads this node started that the new owner does not know.
 func (n *sharedNode) forget(id protocol.SessionID) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, local, err := n.store.Sealed(id); err == nil && len(local.Data) > 0 {
+		var shared json.RawMessage
+		if doc, err := n.load(ctx, id); err == nil {
+			if st, err := n.store.OpenSealed(doc.State); err == nil {
+				shared = st.Data
+			}
+		}
+		if err := n.st.AbortOrphans(ctx, n.st.Key(local.Destination()), local.Data, shared); err != nil {
+			n.logger.Warn("aborting the uploads of a session another node took over", zap.String("session_id", id.Wire()), zap.Error(err))
+		}
+	}
 	if err := n.store.Forget(id); err != nil {
 		n.logger.Warn("forgetting a session another node took over", zap.String("session_id", id.Wire()), zap.Error(err))
 	}

@@ -177,7 +177,7 @@ func TestSharedTakeover(t *testing.T) {
 	checkAck(t, fragment(t, s, data, s3Part+5, s3Part+9), ack{status: 200})
 	waitFor(t, 5*time.Second, func() bool {
 		st := sharedState(t, bc, s3srv.Bucket, s.ID)
-		return strings.Contains(st, `"epoch":1`) && strings.Contains(st, "upload_id")
+		return strings.Contains(st, `"epoch":1`) && strings.Contains(st, `"parts":[{"n":1`)
 	})
 
 	// Node 1 cannot reach node 0, takes the session over, and finds the
@@ -268,5 +268,68 @@ func waitFor(t testing.TB, timeout time.Duration, cond func() bool) {
 			t.Fatal("condition not met in time")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSharedNeedsS3 checks that shared sessions are refused, with a clear
+// error, without a storage whose bucket the nodes share, and that an
+// advertised address must be a plain http or https URL.
+func TestSharedNeedsS3(t *testing.T) {
+	srv := newServer(t, "")
+	for _, tc := range []struct{ options, want string }{
+		{"sessions shared", "sessions shared needs storage s3"},
+		{"sessions shared {\n\t\t\tadvertise ftp://10.0.0.5\n\t\t}", "sessions advertise must be an http or https URL"},
+		{"sessions shared {\n\t\t\tadvertise http://10.0.0.5/bits\n\t\t}", "sessions advertise must be an http or https URL"},
+	} {
+		srv.Options = tc.options
+		status, body := opsPostConfig(t, srv, func(map[string]any) {})
+		if status == 200 || !strings.Contains(body, tc.want) {
+			t.Errorf("%q: %d %s, want an error containing %q", tc.options, status, body, tc.want)
+		}
+	}
+}
+
+// BenchmarkSharedForwardHop measures what forwarding costs a fragment:
+// sessions of 4 MiB in 256 KiB fragments (no part boundary is crossed,
+// so no request to the store is made per fragment), sent either to the
+// node that owns them or to the other node, which forwards each fragment.
+// ns/op is per fragment; compare the two sub-benchmarks.
+func BenchmarkSharedForwardHop(b *testing.B) {
+	s3srv := testutil.StartS3(b)
+	f := newTwoNodes(b, s3srv, "", "")
+	c := newClient()
+	const frag, total = 256 << 10, 4 << 20
+	data := randomBytes(b, total)
+	for _, via := range []struct {
+		name string
+		node int
+	}{{"owner", 0}, {"forwarded", 1}} {
+		b.Run(via.name, func(b *testing.B) {
+			b.SetBytes(frag)
+			var s *client.Session
+			var on *client.Session
+			first := int64(0)
+			for b.Loop() {
+				if s == nil || first >= total {
+					if s != nil {
+						b.StopTimer()
+						_, _ = s.Cancel(context.Background())
+						b.StartTimer()
+					}
+					s = create(b, c, f.url(0, "/hop.bin"))
+					on = onNode(f, s, via.node, "/hop.bin")
+					first = 0
+				}
+				// Stay below the end: the last byte would place the upload.
+				a, err := on.Fragment(context.Background(), data[first:first+frag], first, total+1)
+				if err != nil || a.Status != 200 {
+					b.Fatalf("fragment: %v %+v", err, a)
+				}
+				first += frag
+			}
+			if s != nil {
+				_, _ = s.Cancel(context.Background())
+			}
+		})
 	}
 }

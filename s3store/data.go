@@ -504,7 +504,7 @@ func (d *data) uploadPart(ctx context.Context, p int32) error {
 	if err := os.Remove(d.partPath(p)); err != nil {
 		d.s.logger.Warn("deleting a sent part", zap.String("session_id", d.id.Wire()), zap.Int32("part", p), zap.Error(err))
 	}
-	return d.s.runAfterPart(ctx, d.id)
+	return nil
 }
 
 // record gives rec to the session's journal.
@@ -515,6 +515,9 @@ func (d *data) record(rec record, durable bool) error {
 	}
 	if err := d.j.Record(b, durable); err != nil {
 		return fmt.Errorf("recording the parts of session %s: %w", d.id, err)
+	}
+	if durable {
+		return d.s.runAfterRecord(context.Background(), d.id)
 	}
 	return nil
 }

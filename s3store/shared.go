@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -192,14 +193,14 @@ type Guard func(ctx context.Context, id protocol.SessionID) error
 // SetGuard installs the guard of every session's requests.
 func (s *Storage) SetGuard(g Guard) { s.guard.Store(&g) }
 
-// AfterPart is called once a part is in the bucket and recorded in the
-// session's state, with the session's id; it publishes the new state of a
-// shared session. An error fails the part's upload as a failed request
-// would (the part is sent again).
-type AfterPart func(ctx context.Context, id protocol.SessionID) error
+// AfterRecord is called once the session's state durably records a
+// change in the bucket (a multipart upload created, a part sent, a copy
+// started), with the session's id; it publishes the new state of a
+// shared session. An error fails the step as a failed request would.
+type AfterRecord func(ctx context.Context, id protocol.SessionID) error
 
-// SetAfterPart installs the hook called after every recorded part.
-func (s *Storage) SetAfterPart(f AfterPart) { s.afterPart.Store(&f) }
+// SetAfterRecord installs the hook called after every durable record.
+func (s *Storage) SetAfterRecord(f AfterRecord) { s.afterRecord.Store(&f) }
 
 // checkGuard runs the guard, if any.
 func (s *Storage) checkGuard(ctx context.Context, id protocol.SessionID) error {
@@ -209,9 +210,9 @@ func (s *Storage) checkGuard(ctx context.Context, id protocol.SessionID) error {
 	return nil
 }
 
-// runAfterPart runs the after-part hook, if any.
-func (s *Storage) runAfterPart(ctx context.Context, id protocol.SessionID) error {
-	if f := s.afterPart.Load(); f != nil && *f != nil {
+// runAfterRecord runs the after-record hook, if any.
+func (s *Storage) runAfterRecord(ctx context.Context, id protocol.SessionID) error {
+	if f := s.afterRecord.Load(); f != nil && *f != nil {
 		return (*f)(ctx, id)
 	}
 	return nil
@@ -238,6 +239,44 @@ func (d *data) Forget() error {
 		}
 	}
 	d.s.open.CompareAndDelete(d.id, d)
+	return errors.Join(errs...)
+}
+
+// AbortOrphans aborts the multipart uploads that the record local (this
+// node's, of a session another node took over) names and the record
+// shared (the new owner's) does not: uploads this node started after the
+// new owner's copy of the state was written, which nobody else knows.
+// destKey is the key of the session's destination.
+func (s *Storage) AbortOrphans(ctx context.Context, destKey string, local, shared json.RawMessage) error {
+	var mine, theirs record
+	if len(local) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(local, &mine); err != nil {
+		return fmt.Errorf("decoding a record: %w", err)
+	}
+	if len(shared) > 0 {
+		if err := json.Unmarshal(shared, &theirs); err != nil {
+			return fmt.Errorf("decoding a record: %w", err)
+		}
+	}
+	var errs []error
+	abort := func(key, uploadID string) {
+		rctx, cancel := s.requestContext(ctx)
+		defer cancel()
+		_, err := s.client.AbortMultipartUpload(rctx, &s3.AbortMultipartUploadInput{
+			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(key), UploadId: aws.String(uploadID),
+		})
+		if err != nil && !isNoSuchUpload(err) && httpStatus(err) != http.StatusNotFound {
+			errs = append(errs, fmt.Errorf("aborting %s: %w", key, classify(err)))
+		}
+	}
+	if mine.UploadID != "" && mine.UploadID != theirs.UploadID {
+		abort(mine.Key, mine.UploadID)
+	}
+	if mine.CopyID != "" && mine.CopyID != theirs.CopyID {
+		abort(destKey, mine.CopyID)
+	}
 	return errors.Join(errs...)
 }
 

@@ -124,9 +124,9 @@ type Storage struct {
 	// open holds the Data of the sessions in use, by id, for Locate.
 	open sync.Map
 
-	// guard and afterPart are the hooks of shared sessions.
-	guard     atomic.Pointer[Guard]
-	afterPart atomic.Pointer[AfterPart]
+	// guard and afterRecord are the hooks of shared sessions.
+	guard       atomic.Pointer[Guard]
+	afterRecord atomic.Pointer[AfterRecord]
 }
 
 // New returns the storage cfg describes, after checking that the bucket
