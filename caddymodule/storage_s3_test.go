@@ -149,10 +149,10 @@ func assertBucketClean(t testing.TB, c *s3.Client, bucket, prefix, sessionDir st
 }
 
 // TestS3Upload uploads through Caddy into a real S3 gateway: uploads of
-// no part, one part and several parts land byte for byte at prefix + path,
-// with nothing left behind; an existing object is neither replaced nor
-// touched; and a second upload of the same path is refused before a byte
-// is sent.
+// no part, one part and several parts, of the sizes on either side of a
+// part's, land byte for byte at prefix + path, with nothing left behind;
+// an existing object is neither replaced nor touched; and a second upload
+// of the same path is refused before a byte is sent.
 func TestS3Upload(t *testing.T) {
 	s3srv := testutil.StartS3(t)
 	srv := newServer(t, s3Storage(s3srv, "up/"))
@@ -160,7 +160,7 @@ func TestS3Upload(t *testing.T) {
 	c := newClient()
 	c.FragmentSize = 1 << 20
 
-	for _, size := range []int{0, 1, s3Part - 1, s3Part + 7, 2*s3Part + 3<<20 + 11} {
+	for _, size := range []int{0, 1, s3Part - 1, s3Part, s3Part + 1, 2*s3Part + 3<<20 + 11, 3*s3Part + 5} {
 		t.Run(itoa(size), func(t *testing.T) {
 			data := randomBytes(t, size)
 			path := "/dir/file-" + itoa(size) + ".bin"
