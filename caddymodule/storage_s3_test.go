@@ -113,13 +113,47 @@ func assertNoObject(t testing.TB, c *s3.Client, bucket, key string) {
 // local part files of the session directory are gone.
 func assertBucketClean(t testing.TB, c *s3.Client, bucket, prefix, sessionDir string) {
 	t.Helper()
-	ups, err := c.ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+	assertBucketCleanBut(t, c, bucket, prefix, sessionDir, time.Time{})
+}
+
+// assertBucketCleanBut is assertBucketClean, except that an empty
+// multipart upload started within 3 seconds of crash is let be: a crash
+// of the server, or of the store, in the instant a multipart upload is
+// being started leaves one that no session knows (docs/s3.md), for the
+// bucket's lifecycle rule to remove.
+func assertBucketCleanBut(t testing.TB, c *s3.Client, bucket, prefix, sessionDir string, crash time.Time) {
+	t.Helper()
+	assertNoUploads(t, c, bucket, crash)
+	assertStorageObjectsGone(t, c, bucket, prefix, sessionDir)
+}
+
+// assertNoUploads asserts that the bucket holds no unfinished multipart
+// upload, but for an empty one started within 3 seconds of crash (unless
+// crash is zero).
+func assertNoUploads(t testing.TB, c *s3.Client, bucket string, crash time.Time) {
+	t.Helper()
+	ctx := context.Background()
+	ups, err := c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
 	if err != nil {
 		t.Fatalf("listing multipart uploads: %v", err)
 	}
 	for _, u := range ups.Uploads {
+		if !crash.IsZero() && u.Initiated != nil && u.Initiated.Sub(crash).Abs() < 3*time.Second {
+			parts, err := c.ListParts(ctx, &s3.ListPartsInput{Bucket: aws.String(bucket), Key: u.Key, UploadId: u.UploadId})
+			if err == nil && len(parts.Parts) == 0 {
+				t.Logf("empty multipart upload at %s, started %v from the crash, left for the lifecycle rule", aws.ToString(u.Key), u.Initiated.Sub(crash))
+				continue
+			}
+		}
 		t.Errorf("multipart upload left at %s", aws.ToString(u.Key))
 	}
+}
+
+// assertStorageObjectsGone asserts that no object of the storage and no
+// local part file is left but the farm's key and closed sessions'
+// tombstones.
+func assertStorageObjectsGone(t testing.TB, c *s3.Client, bucket, prefix, sessionDir string) {
+	t.Helper()
 	objs, err := c.ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix + ".bits/")})
 	if err != nil {
 		t.Fatalf("listing objects: %v", err)
@@ -238,6 +272,7 @@ func TestS3StoreDown(t *testing.T) {
 		checkAck(t, fragment(t, s, data, next, next+step-1), ack{status: 200})
 	}
 
+	stopped := time.Now()
 	s3srv.Stop()
 	refused := false
 	for next < int64(len(data)) {
@@ -279,7 +314,7 @@ func TestS3StoreDown(t *testing.T) {
 	if a, err := s.Close(context.Background()); err != nil || a.Status != 200 {
 		t.Fatalf("close: %v %+v", err, a)
 	}
-	assertBucketClean(t, bc, s3srv.Bucket, "", srv.SessionDir)
+	assertBucketCleanBut(t, bc, s3srv.Bucket, "", srv.SessionDir, stopped)
 }
 
 // objectApp is a server application for uploads kept in S3: it reads the
