@@ -470,13 +470,17 @@ func report(w io.Writer, rs []result) {
 			r.fps(), r.mbps(), ratio, cpu, per, gcpu, idle, over, ms(frags, 50), ms(frags, 99))
 	}
 	tw.Flush()
+	reportLatencies(w, rs)
+}
 
+// reportLatencies prints the Ack latencies of rs by packet type, after an
+// empty line.
+func reportLatencies(w io.Writer, rs []result) {
+	fmt.Fprintln(w)
 	if !slices.ContainsFunc(rs, func(r result) bool { return len(r.lat.create) > 0 }) {
-		fmt.Fprintln(w)
 		return
 	}
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "Ack latency ms\tserver\tgenerator\tcreate p50\tp99\tfragment p50\tp99\tfinal fragment p50\tp99\tclose p50\tp99\t")
 	for _, r := range rs {
 		if len(r.lat.create) == 0 {
