@@ -39,6 +39,7 @@ type config struct {
 	url                              string   // a running server to load instead
 	pid                              int      // its process, for CPU and memory
 	syscallFiles, syscallConc        int
+	s3                               s3Config
 }
 
 // load is an upload scenario's parameters.
@@ -82,6 +83,7 @@ type result struct {
 	elapsed               time.Duration
 	idleRSS, peakRSS      int64
 	cpu                   time.Duration // server CPU time during the run
+	storeCPU              time.Duration // s3: versitygw's CPU time during the run
 	genCPU                time.Duration // generator CPU time during the run
 	lat                   latencies     // of all runs
 	runs                  int
@@ -133,6 +135,11 @@ func run(cfg config, scenarios []string) error {
 			}
 			if err == nil {
 				rs = []result{median(all[0]), median(all[1])}
+			}
+		case sc == "s3":
+			err = s3Scenario(os.Stdout, cfg, caddy)
+			if err == nil {
+				continue
 			}
 		case sc == "syscalls":
 			err = syscallScenario(os.Stdout, cfg, self, caddy)
