@@ -304,11 +304,11 @@ func s3Scenario(w io.Writer, cfg config, caddy string) error {
 	if err != nil {
 		return err
 	}
+	defer os.RemoveAll(dir)
 	gw, err := startGateway(bin, dir)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
 	defer gw.stop()
 	var sets []s3Set
 	for _, size := range sc.sizes {
