@@ -220,12 +220,12 @@ func startGateway(bin, dir string) (*gateway, error) {
 		}
 		select {
 		case <-g.exited:
-			return nil, fmt.Errorf("versitygw exited (log in %s)", logPath)
+			return nil, fmt.Errorf("versitygw exited: %s", logTail(logPath))
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			g.stop()
-			return nil, fmt.Errorf("versitygw did not answer on %s: %w (log in %s)", addr, err, logPath)
+			return nil, fmt.Errorf("versitygw did not answer on %s: %w; its output: %s", addr, err, logTail(logPath))
 		}
 	}
 	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s3Bucket)}); err != nil {
@@ -233,6 +233,23 @@ func startGateway(bin, dir string) (*gateway, error) {
 		return nil, fmt.Errorf("creating bucket %s: %w", s3Bucket, err)
 	}
 	return g, nil
+}
+
+// logTail returns the last lines of the log at path, for an error
+// message.
+func logTail(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	b = bytes.TrimSpace(b)
+	if len(b) > 1000 {
+		b = b[len(b)-1000:]
+	}
+	if len(b) == 0 {
+		return "(none)"
+	}
+	return string(b)
 }
 
 // client returns a new S3 client for the gateway, configured as the s3
