@@ -11,6 +11,7 @@
 #	CADDY=/tmp/caddy bench/run.sh -scenarios small,tiny -runs 5
 #	bench/run.sh -scenarios small -small-files 500
 #	bench/run.sh -scenarios syscalls            # needs strace
+#	bench/run.sh -scenarios s3 -s3-size 256MiB,64MiB   # needs versitygw (test.sh installs it)
 #
 # BENCH_DIR sets the scratch directory (default: a temporary one, removed
 # at the end).

@@ -39,6 +39,7 @@ type config struct {
 	url                              string   // a running server to load instead
 	pid                              int      // its process, for CPU and memory
 	syscallFiles, syscallConc        int
+	s3                               s3Config
 }
 
 // load is an upload scenario's parameters.
@@ -82,6 +83,7 @@ type result struct {
 	elapsed               time.Duration
 	idleRSS, peakRSS      int64
 	cpu                   time.Duration // server CPU time during the run
+	storeCPU              time.Duration // s3: versitygw's CPU time during the run
 	genCPU                time.Duration // generator CPU time during the run
 	lat                   latencies     // of all runs
 	runs                  int
@@ -133,6 +135,11 @@ func run(cfg config, scenarios []string) error {
 			}
 			if err == nil {
 				rs = []result{median(all[0]), median(all[1])}
+			}
+		case sc == "s3":
+			err = s3Scenario(os.Stdout, cfg, caddy)
+			if err == nil {
+				continue
 			}
 		case sc == "syscalls":
 			err = syscallScenario(os.Stdout, cfg, self, caddy)
@@ -470,13 +477,17 @@ func report(w io.Writer, rs []result) {
 			r.fps(), r.mbps(), ratio, cpu, per, gcpu, idle, over, ms(frags, 50), ms(frags, 99))
 	}
 	tw.Flush()
+	reportLatencies(w, rs)
+}
 
+// reportLatencies prints the Ack latencies of rs by packet type, after an
+// empty line.
+func reportLatencies(w io.Writer, rs []result) {
+	fmt.Fprintln(w)
 	if !slices.ContainsFunc(rs, func(r result) bool { return len(r.lat.create) > 0 }) {
-		fmt.Fprintln(w)
 		return
 	}
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "Ack latency ms\tserver\tgenerator\tcreate p50\tp99\tfragment p50\tp99\tfinal fragment p50\tp99\tclose p50\tp99\t")
 	for _, r := range rs {
 		if len(r.lat.create) == 0 {

@@ -10,6 +10,7 @@
 //
 //	bitsbench -caddy ./caddy [-scenarios small,tiny,large,small-client,huge,delivery] [-runs 3] [-dir DIR]
 //	bitsbench -caddy ./caddy -scenarios syscalls [-syscall-files 1000] [-syscall-concurrency 1]
+//	bitsbench -caddy ./caddy -scenarios s3 [-versitygw PATH] [-s3-files 4] [-s3-size 256MiB,64MiB] [-s3-part-size 16MiB]
 //	bitsbench -url http://127.0.0.1:8080 [-pid PID] [-scenarios small]
 //
 // Scenarios:
@@ -28,6 +29,12 @@
 //	syscalls      the system calls per small upload of each server, counted
 //	              by strace -c -f attached to the running server (needs
 //	              strace; not run by default)
+//	s3            4 × 256 MiB uploads in 1 MiB fragments, 4 sessions at a
+//	              time, to Caddy with storage s3 in front of versitygw (an
+//	              S3 gateway that keeps objects as files), against the same
+//	              files sent straight to versitygw with the SDK's multipart
+//	              API in parts of the same size, 4 at a time (needs
+//	              versitygw; not run by default)
 //
 // All but small-client are driven by the lean load generator: raw HTTP/1.1
 // on one kept-alive connection per session slot, one request in flight,
@@ -58,6 +65,22 @@
 // under /bitsbench-<time>/ and are not verified. -cpuprofile writes
 // bitsbench's own CPU profile, to check where the generator spends its
 // time.
+//
+// The s3 scenario starts versitygw (the binary -versitygw names, else
+// $CADDY_BITS_VERSITYGW, else .bin/versitygw of the repository, else
+// versitygw on the PATH) on a free 127.0.0.1 port with a fresh directory
+// under -dir, creates a bucket, and stops it at the end. It measures two
+// paths into that bucket, taking turns: bits_upload, a fresh Caddy for
+// each run whose bits_upload has a storage s3 block for the bucket,
+// driven by the lean generator; and direct, bitsbench itself sending the
+// same files with the SDK's CreateMultipartUpload, UploadPart and
+// CompleteMultipartUpload, in parts of the size the storage uses
+// (-s3-part-size), one part after the other, as many files at a time
+// (-s3-concurrency). After each run every object is compared with its
+// source by SHA-256, as the file the gateway keeps, and deleted. It
+// reports the CPU time of Caddy, of versitygw and of bitsbench. -s3-size
+// takes a list of sizes, each measured in turn, to show how Caddy's
+// memory changes with the size of a file.
 package main
 
 import (
@@ -105,6 +128,13 @@ func main() {
 	flag.BoolVar(&cfg.ping, "ping", false, "lean and minimal generators: send a Ping before each Create-Session")
 	flag.IntVar(&cfg.syscallFiles, "syscall-files", 1000, "syscalls: number of uploads traced")
 	flag.IntVar(&cfg.syscallConc, "syscall-concurrency", 1, "syscalls: concurrent sessions")
+	flag.StringVar(&cfg.s3.versitygw, "versitygw", "", "s3: versitygw binary (default: $"+versitygwEnv+", else .bin/versitygw of the repository, else versitygw on the PATH)")
+	flag.IntVar(&cfg.s3.files, "s3-files", 4, "s3: number of files")
+	cfg.s3.sizes = sizeList{256 << 20}
+	flag.Var(&cfg.s3.sizes, "s3-size", "s3: bytes per file, such as 256MiB; a comma-separated list measures each size in turn")
+	flag.IntVar(&cfg.s3.conc, "s3-concurrency", 4, "s3: files uploaded at a time")
+	cfg.s3.partSize = 16 << 20
+	flag.Var(&cfg.s3.partSize, "s3-part-size", "s3: part size of the storage and of the direct uploads, such as 16MiB")
 	flag.StringVar(&cfg.url, "url", "", "load this running server (http://host:port) instead of starting servers")
 	flag.IntVar(&cfg.pid, "pid", 0, "with -url: the server's process, for its CPU time and memory")
 	cpuProfile := flag.String("cpuprofile", "", "write bitsbench's own CPU profile to this file")

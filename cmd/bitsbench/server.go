@@ -48,8 +48,9 @@ func (p *peerFlag) Set(v string) error {
 }
 
 // startServer starts a fresh server in dir and waits until it answers.
-// notify, for bits_upload, is a notify subdirective.
-func startServer(spec serverSpec, self, caddy, dir, notify string) (*server, error) {
+// extra, for bits_upload, is more of its subdirectives, such as a notify
+// or a storage block.
+func startServer(spec serverSpec, self, caddy, dir, extra string) (*server, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -98,7 +99,7 @@ func startServer(spec serverSpec, self, caddy, dir, notify string) (*server, err
 		%s
 	}
 }
-`, admin, port, s.root, filepath.Join(dir, "sessions"), notify)
+`, admin, port, s.root, filepath.Join(dir, "sessions"), extra)
 		cfgPath := filepath.Join(dir, "Caddyfile")
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return nil, err
