@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/caddy-bits/caddy-bits/client"
 	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
