@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -177,7 +178,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 func (n *sharedNode) forward(w http.ResponseWriter, r *http.Request, addr string, id protocol.SessionID) (bool, error) {
 	body := &countingReader{r: r.Body}
 	ctx := context.WithValue(r.Context(), forwardHostKey{}, r.Host)
-	req, err := http.NewRequestWithContext(ctx, r.Method, addr+r.URL.RequestURI(), body)
+	req, err := http.NewRequestWithContext(ctx, r.Method, addr+r.URL.RequestURI(), body) //nolint:gosec // addr is the owning node, from the session state in the bucket
 	if err != nil {
 		return false, err
 	}
@@ -186,15 +187,13 @@ func (n *sharedNode) forward(w http.ResponseWriter, r *http.Request, addr string
 	}
 	req.ContentLength = r.ContentLength
 	req.Host = r.Host
-	for k, v := range r.Header {
-		req.Header[k] = v
-	}
+	maps.Copy(req.Header, r.Header)
 	for _, h := range hopHeaders {
 		req.Header.Del(h)
 	}
 	req.Header[forwardedHeader] = []string{n.mark(id)}
 	start := time.Now()
-	resp, err := n.client.Do(req)
+	resp, err := n.client.Do(req) //nolint:gosec // see NewRequestWithContext above
 	if err != nil {
 		countForward(forwardUnreachable)
 		if body.n.Load() > 0 {

@@ -46,8 +46,10 @@ func (h *Handler) nameObject(ctx context.Context, req *http.Request, d *session.
 	if err != nil {
 		return err
 	}
-	req.Header.Set(objectBucketHeader, bucket)
-	req.Header.Set(objectKeyHeader, key)
-	req.Header.Set(objectURLHeader, u)
+	// Assigned to the map, so that the names keep the exact spelling of
+	// the other BITS-Request-DataFile headers on the wire.
+	req.Header[objectBucketHeader] = []string{bucket}
+	req.Header[objectKeyHeader] = []string{key}
+	req.Header[objectURLHeader] = []string{u}
 	return nil
 }

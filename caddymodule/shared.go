@@ -333,7 +333,7 @@ func (n *sharedNode) created(ctx context.Context, r *http.Request, id protocol.S
 // its reply, before the upload is placed.
 func (n *sharedNode) decided(ctx context.Context, st session.State, replyPath string) error {
 	if st.Final != nil && !st.Final.ReplyStatic && st.Final.ReplySize > 0 {
-		f, err := os.Open(replyPath)
+		f, err := os.Open(replyPath) //nolint:gosec // a path the session store gave
 		if err != nil {
 			return fmt.Errorf("publishing the reply of session %s: %w", st.ID, err)
 		}
@@ -435,8 +435,8 @@ func (n *sharedNode) mark(id protocol.SessionID) string {
 
 // forwarded reports whether r was forwarded by another node of the farm.
 func (n *sharedNode) forwarded(r *http.Request, id protocol.SessionID) bool {
-	v := r.Header.Get(forwardedHeader)
-	return v != "" && hmac.Equal([]byte(v), []byte(n.mark(id)))
+	v := r.Header[http.CanonicalHeaderKey(forwardedHeader)]
+	return len(v) == 1 && hmac.Equal([]byte(v[0]), []byte(n.mark(id)))
 }
 
 // cachedOwner returns the cached shared state of another node's session.
