@@ -1336,19 +1336,8 @@ func (d *data) Remove() error {
 	} else if rec.Done {
 		rec.Staged, rec.Done = false, false
 	}
-	switch {
-	case staged:
-		// Deleted when the upload was staged.
-	case psize > 0:
-		for p := first; int64(p-1)*psize < max(held, 1); p++ {
-			if err := removeFile(d.partPath(p)); err != nil {
-				errs = append(errs, fmt.Errorf("deleting local part: %w", err))
-			}
-		}
-	default:
-		if err := removeFile(d.partPath(1)); err != nil {
-			errs = append(errs, fmt.Errorf("deleting local part: %w", err))
-		}
+	if !staged { // else they were deleted when the upload was staged
+		errs = append(errs, d.removeParts(first, held, psize)...)
 	}
 	d.mu.Lock()
 	d.rec = rec
@@ -1356,6 +1345,22 @@ func (d *data) Remove() error {
 	d.mu.Unlock()
 	d.s.open.CompareAndDelete(d.id, d)
 	return errors.Join(errs...)
+}
+
+// removeParts deletes the local part files from part first on, of a
+// session holding held bytes in parts of psize bytes (0 while the part
+// size is not known, when the only file is part 1's).
+func (d *data) removeParts(first int32, held, psize int64) []error {
+	if psize <= 0 {
+		first, psize = 1, held+1
+	}
+	var errs []error
+	for p := first; int64(p-1)*psize < max(held, 1); p++ {
+		if err := removeFile(d.partPath(p)); err != nil {
+			errs = append(errs, fmt.Errorf("deleting local part: %w", err))
+		}
+	}
+	return errs
 }
 
 // abortQuietly aborts a multipart upload that is not wanted after a

@@ -228,16 +228,7 @@ func (d *data) Forget() error {
 	d.mu.Lock()
 	rec, held, psize := d.rec, d.heldLocked(), d.psize
 	d.mu.Unlock()
-	var errs []error
-	first := max(int32(len(rec.Parts)), 1)
-	if psize <= 0 {
-		psize = held + 1
-	}
-	for p := first; int64(p-1)*psize < max(held, 1); p++ {
-		if err := removeFile(d.partPath(p)); err != nil {
-			errs = append(errs, fmt.Errorf("deleting local part: %w", err))
-		}
-	}
+	errs := d.removeParts(max(int32(len(rec.Parts)), 1), held, psize)
 	d.s.open.CompareAndDelete(d.id, d)
 	return errors.Join(errs...)
 }

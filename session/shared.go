@@ -152,20 +152,7 @@ func (s *Store) Forget(id protocol.SessionID) error {
 		}
 		return err
 	}
-	sess.waitCheckpoint()
-	st := sess.State()
-	sess.persistMu.Lock()
-	sess.mu.Lock()
-	sess.gone = true
-	sess.mu.Unlock()
-	stateFile := sess.stateFile
-	sess.persistMu.Unlock()
-	s.mu.Lock()
-	if _, ok := s.sessions[id]; ok {
-		delete(s.sessions, id)
-		s.releaseOwner(st.Owner())
-	}
-	s.mu.Unlock()
+	_, stateFile := s.detach(sess)
 	var errs []error
 	errs = append(errs, s.journal.forget(id))
 	if d := sess.data; d != nil {

@@ -525,20 +525,7 @@ func (s *Store) Remove(ctx context.Context, id protocol.SessionID, reason Remove
 // returns: a cancelled upload is gone, every byte of it, power loss or
 // not.
 func (s *Store) remove(sess *Session, reason RemoveReason, tombstone bool) (State, error) {
-	sess.waitCheckpoint()
-	st := sess.State()
-	sess.persistMu.Lock()
-	sess.mu.Lock()
-	sess.gone = true
-	sess.mu.Unlock()
-	stateFile := sess.stateFile
-	sess.persistMu.Unlock()
-	s.mu.Lock()
-	if _, ok := s.sessions[sess.id]; ok {
-		delete(s.sessions, sess.id)
-		s.releaseOwner(st.Owner())
-	}
-	s.mu.Unlock()
+	st, stateFile := s.detach(sess)
 	var err error
 	if tombstone {
 		err = s.journal.addTombstone(sess.id, s.now())
@@ -572,6 +559,28 @@ func (s *Store) remove(sess *Session, reason RemoveReason, tombstone bool) (Stat
 		s.opts.OnRemove(st, reason)
 	}
 	return st, nil
+}
+
+// detach takes sess out of the store before its files are deleted: it
+// waits for a running checkpoint, marks the session gone so that no state
+// is written for it any more, and forgets it in memory. It returns the
+// session's last state and whether it has a state file.
+func (s *Store) detach(sess *Session) (State, bool) {
+	sess.waitCheckpoint()
+	st := sess.State()
+	sess.persistMu.Lock()
+	sess.mu.Lock()
+	sess.gone = true
+	sess.mu.Unlock()
+	stateFile := sess.stateFile
+	sess.persistMu.Unlock()
+	s.mu.Lock()
+	if _, ok := s.sessions[sess.id]; ok {
+		delete(s.sessions, sess.id)
+		s.releaseOwner(st.Owner())
+	}
+	s.mu.Unlock()
+	return st, stateFile
 }
 
 // List returns the state of every session, oldest first.
