@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddy-bits/caddy-bits/client"
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -19,8 +20,8 @@ import (
 func TestKillAndRestart(t *testing.T) {
 	dir := t.TempDir()
 	root, sessions := filepath.Join(dir, "root"), filepath.Join(dir, "sessions")
-	port, admin := freePort(t), freePort(t)
-	p := startProcess(t, dir, siteCaddyfile(admin, port, root, sessions, ""), admin)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
+	p := testutil.StartCaddy(t, dir, siteCaddyfile(admin, port, root, sessions, ""), admin)
 	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/crash/file.bin"
 
 	c := newClient()
@@ -31,7 +32,7 @@ func TestKillAndRestart(t *testing.T) {
 		checkAck(t, fragment(t, s, data, i*mib, (i+1)*mib-1), ack{status: 200, headers: received(strconv.FormatInt((i+1)*mib, 10))})
 	}
 
-	p.restart()
+	p.Restart()
 	c.CloseIdleConnections()
 	// A retransmission of an acknowledged fragment: the server still holds
 	// everything it acknowledged.
@@ -53,7 +54,7 @@ func TestKillAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond) // let the server write what arrived
-	p.restart()
+	p.Restart()
 	pw.CloseWithError(io.ErrClosedPipe)
 	c.CloseIdleConnections()
 
@@ -75,7 +76,7 @@ func TestKillAndRestart(t *testing.T) {
 	assertFile(t, filepath.Join(root, "crash", "file.bin"), data)
 
 	// The finished session is remembered across another crash.
-	p.restart()
+	p.Restart()
 	c.CloseIdleConnections()
 	checkAck(t, fragment(t, s, data, 7*mib, 8*mib-1), ack{status: 200, headers: received(strconv.Itoa(8 * mib))})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -85,7 +86,7 @@ func TestKillAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAck(t, a, ack{status: 200, headers: map[string]string{protocol.HeaderSessionID: s.WireID}})
-	p.restart()
+	p.Restart()
 	c.CloseIdleConnections()
 	// A repeated Close after a restart still succeeds.
 	a, err = s.Close(ctx)

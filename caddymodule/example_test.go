@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 )
 
 // TestExampleCaddyfile runs Caddyfile.example, as shipped except for its
@@ -16,7 +18,7 @@ func TestExampleCaddyfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, admin := freePort(t), freePort(t)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
 	cfg := string(example)
 	if !strings.Contains(cfg, ":8080 {") || !strings.Contains(cfg, "persist_config off") {
 		t.Fatalf("Caddyfile.example no longer serves :8080 without persisting its config:\n%s", cfg)
@@ -24,7 +26,7 @@ func TestExampleCaddyfile(t *testing.T) {
 	cfg = strings.Replace(cfg, ":8080 {", ":"+strconv.Itoa(port)+" {", 1)
 	cfg = strings.Replace(cfg, "persist_config off", "persist_config off\n\tadmin 127.0.0.1:"+strconv.Itoa(admin), 1)
 	dir := t.TempDir()
-	startProcess(t, dir, cfg, admin)
+	testutil.StartCaddy(t, dir, cfg, admin)
 
 	data := randomBytes(t, 3<<20+5)
 	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/reports/2026/q4.bin"

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/caddy-bits/caddy-bits/client"
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 	"github.com/caddy-bits/caddy-bits/session"
 )
@@ -27,7 +28,7 @@ type farmNode struct {
 	ip       string // listen address and host_id
 	root     string
 	sessions string
-	proc     *process
+	proc     *testutil.Caddy
 }
 
 // holds reports whether the node's root holds path (slash separated,
@@ -45,8 +46,8 @@ func (n *farmNode) holds(t testing.TB, path string) bool {
 // node says so in its admin API; of a node that is down, its session
 // directory tells what it will find when it starts.
 func (n *farmNode) hasSession(id protocol.SessionID) bool {
-	if n.proc.running() {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/bits_upload/sessions/%s", n.proc.adminPort, id.Bare()))
+	if n.proc.Running() {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/bits_upload/sessions/%s", n.proc.AdminPort, id.Bare()))
 		if err == nil {
 			resp.Body.Close()
 			return resp.StatusCode == http.StatusOK
@@ -61,7 +62,7 @@ func (n *farmNode) hasSession(id protocol.SessionID) bool {
 type farm struct {
 	port  int
 	nodes []*farmNode
-	lb    *process
+	lb    *testutil.Caddy
 }
 
 // url returns the load balancer's URL of a path.
@@ -98,7 +99,7 @@ var farmIPs = []string{"127.0.0.2", "127.0.0.3", "127.0.0.4"}
 func farmPort(t *testing.T) int {
 	t.Helper()
 	for range 50 {
-		port := freePort(t)
+		port := testutil.FreePort(t)
 		free := true
 		for _, ip := range farmIPs {
 			l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
@@ -135,8 +136,8 @@ func startFarm(t *testing.T) *farm {
 			t.Fatal(err)
 		}
 		n := &farmNode{ip: ip, root: filepath.Join(dir, "root"), sessions: filepath.Join(dir, "sessions")}
-		admin := freePort(t)
-		n.proc = startProcess(t, dir, fmt.Sprintf(`{
+		admin := testutil.FreePort(t)
+		n.proc = testutil.StartCaddy(t, dir, fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	persist_config off
 	auto_https off
@@ -158,8 +159,8 @@ func startFarm(t *testing.T) *farm {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	admin := freePort(t)
-	f.lb = startProcess(t, dir, fmt.Sprintf(`{
+	admin := testutil.FreePort(t)
+	f.lb = testutil.StartCaddy(t, dir, fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	persist_config off
 	auto_https off
@@ -512,7 +513,7 @@ func TestBinaryFarm(t *testing.T) {
 					return
 				}
 				dead, deadID = on[0], p.SessionID
-				on[0].proc.kill()
+				on[0].proc.Kill()
 				rec.note("SIGKILL node %s (session %s, %d of %d bytes acknowledged)", dead.ip, p.SessionID, p.Acked, p.Total)
 			}
 			if dead != nil && p.Restarts > 0 && !restarted {

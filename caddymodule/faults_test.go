@@ -507,8 +507,8 @@ func TestBinaryFaultKillStorm(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	dir := t.TempDir()
 	root, sessionDir := filepath.Join(dir, "root"), filepath.Join(dir, "sessions")
-	port, admin := freePort(t), freePort(t)
-	p := startProcess(t, dir, siteCaddyfile(admin, port, root, sessionDir, ""), admin)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
+	p := testutil.StartCaddy(t, dir, siteCaddyfile(admin, port, root, sessionDir, ""), admin)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 
 	// Uploads of 50 KiB to 4 MiB start over the first 3 s at 1 MiB/s; the
@@ -539,11 +539,11 @@ func TestBinaryFaultKillStorm(t *testing.T) {
 		time.Sleep(gap)
 		n, acked, done := faultInFlight(ups)
 		killedAt := time.Since(began)
-		p.kill()
-		logs = append(logs, p.logs.String())
+		p.Kill()
+		logs = append(logs, p.Logs.String())
 		rec.setEpoch(fmt.Sprintf("after kill %d", k+1))
 		checked := faultCheckCrash(t, sessionDir, rec, byName)
-		p.start()
+		p.Start()
 		t.Logf("%6.3fs kill %d: %d uploads in flight (%.1f MiB acknowledged to them), %d done; %d session data files checked at the crash; up again after %v",
 			killedAt.Seconds(), k+1, n, float64(acked)/(1<<20), done, checked, (time.Since(began) - killedAt).Round(time.Millisecond))
 		if n == 0 {
@@ -578,7 +578,7 @@ func TestBinaryFaultKillStorm(t *testing.T) {
 	// Close-Session after a complete upload as closed, so the uploads above
 	// pass either way; a Cancel-Session in the same spot fails.
 	if len(closeErrs) > 0 {
-		logs = append(logs, p.logs.String())
+		logs = append(logs, p.Logs.String())
 		for _, a := range closeErrs {
 			t.Logf("%s\n  exchanges of the session:\n%s\n  server log lines of the session:\n%s", a.text, rec.historyOf(a.id), faultLogLines(logs, a.id))
 		}
@@ -596,12 +596,12 @@ func TestBinaryFaultReloadStorm(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x5851f42d4c957f2d))
 	dir := t.TempDir()
 	root, sessionDir := filepath.Join(dir, "root"), filepath.Join(dir, "sessions")
-	port, admin := freePort(t), freePort(t)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
 	configs := []string{
 		siteCaddyfile(admin, port, root, sessionDir, "session_timeout 1h\nmax_size 1GiB"),
 		siteCaddyfile(admin, port, root, sessionDir, "session_timeout 2h\nmax_size 2GiB"),
 	}
-	p := startProcess(t, dir, configs[0], admin)
+	p := testutil.StartCaddy(t, dir, configs[0], admin)
 	base := "http://127.0.0.1:" + strconv.Itoa(port)
 
 	// The anchor (3 MiB at 768 KiB/s) keeps the storm going for 4 s.
@@ -631,7 +631,7 @@ func TestBinaryFaultReloadStorm(t *testing.T) {
 		reloads++
 		rec.setEpoch(fmt.Sprintf("reload %d", reloads))
 		start := time.Now()
-		p.reload(configs[reloads%2])
+		p.Reload(configs[reloads%2])
 		took := time.Since(start)
 		slowest = max(slowest, took)
 		if n > 0 {
@@ -687,8 +687,8 @@ func TestBinaryFaultDiskFull(t *testing.T) {
 	mnt := testutil.MountTmpfs(t, "8m")
 	dir := t.TempDir()
 	root, sessionDir := filepath.Join(mnt, "root"), filepath.Join(mnt, "sessions")
-	port, admin := freePort(t), freePort(t)
-	startProcess(t, dir, siteCaddyfile(admin, port, root, sessionDir, ""), admin)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
+	testutil.StartCaddy(t, dir, siteCaddyfile(admin, port, root, sessionDir, ""), admin)
 	url := "http://127.0.0.1:" + strconv.Itoa(port) + "/full/big.bin"
 
 	filler := filepath.Join(mnt, "filler")
@@ -809,8 +809,8 @@ func TestBinaryFaultDiskFull(t *testing.T) {
 func TestBinaryFaultSlowloris(t *testing.T) {
 	dir := t.TempDir()
 	root, sessionDir := filepath.Join(dir, "root"), filepath.Join(dir, "sessions")
-	port, admin := freePort(t), freePort(t)
-	startProcess(t, dir, siteCaddyfile(admin, port, root, sessionDir, ""), admin)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
+	testutil.StartCaddy(t, dir, siteCaddyfile(admin, port, root, sessionDir, ""), admin)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	base := "http://" + addr
 

@@ -3,7 +3,6 @@ package caddymodule_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -459,25 +458,11 @@ func opsLoadHandler(t *testing.T, h map[string]any) (int, string) {
 	cfg := map[string]any{
 		"admin": map[string]any{"listen": opsAdminURL("")[len("http://"):]},
 		"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
-			"listen": []string{"127.0.0.1:" + itoa(freePort(t))},
+			"listen": []string{"127.0.0.1:" + itoa(testutil.FreePort(t))},
 			"routes": []any{map[string]any{"handle": []any{h}}},
 		}}}},
 	}
-	b, err := json.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, opsAdminURL("/load"), strings.NewReader(string(b)))
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	return opsLoad(t, cfg)
 }
 
 // BenchmarkHardeningDrain measures an early answer to a fragment whose

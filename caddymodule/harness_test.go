@@ -24,6 +24,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddytest"
 
 	"github.com/caddy-bits/caddy-bits/client"
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 	"github.com/caddy-bits/caddy-bits/session"
 
@@ -50,9 +51,7 @@ func TestMain(m *testing.M) {
 	os.Setenv("XDG_DATA_HOME", filepath.Join(tmp, "data"))
 	os.Setenv("XDG_CONFIG_HOME", filepath.Join(tmp, "config"))
 	code := m.Run()
-	if binaryDir != "" {
-		os.RemoveAll(binaryDir)
-	}
+	testutil.RemoveBuiltCaddy()
 	os.RemoveAll(tmp)
 	os.Exit(code)
 }
@@ -77,7 +76,7 @@ func newServer(t testing.TB, options string) *server {
 	dir := t.TempDir()
 	s := &server{
 		t:          t,
-		port:       freePort(t),
+		port:       testutil.FreePort(t),
 		Root:       filepath.Join(dir, "root"),
 		SessionDir: filepath.Join(dir, "sessions"),
 		Options:    options,
@@ -129,17 +128,6 @@ func (s *server) URL(path string) string {
 
 // Addr returns the site's host:port.
 func (s *server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // newClient returns a BITS client with quick retries.
 func newClient() *client.Client {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/caddy-bits/caddy-bits/client"
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -175,7 +176,7 @@ func TestNotifyFailures(t *testing.T) {
 		attempt(t, "stall", appError(408, protocol.ErrorTimeout), func() { be.setAnswer(answerWith(good)) })
 	})
 	t.Run("unreachable", func(t *testing.T) {
-		dead := fmt.Sprintf("http://127.0.0.1:%d/hook", freePort(t))
+		dead := fmt.Sprintf("http://127.0.0.1:%d/hook", testutil.FreePort(t))
 		srv.Options = notifyOptions(dead)
 		reloadConfig(srv, c)
 		defer func() {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caddy-bits/caddy-bits/client"
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -105,8 +106,8 @@ func TestNotifyFinalAckCachedAcrossRestart(t *testing.T) {
 	be := newHookBackend(t, answerWith(hookAnswer{Header: copyHeader, Body: reply}))
 	dir := t.TempDir()
 	root, sessions := filepath.Join(dir, "root"), filepath.Join(dir, "sessions")
-	port, admin := freePort(t), freePort(t)
-	p := startProcess(t, dir, siteCaddyfile(admin, port, root, sessions, notifyOptions(be.URL("/hook"))), admin)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
+	p := testutil.StartCaddy(t, dir, siteCaddyfile(admin, port, root, sessions, notifyOptions(be.URL("/hook"))), admin)
 	upload := "http://127.0.0.1:" + strconv.Itoa(port) + "/restart.bin"
 
 	c := newClient()
@@ -117,7 +118,7 @@ func TestNotifyFinalAckCachedAcrossRestart(t *testing.T) {
 	head, _ := fetch(t, "HEAD", first.ReplyURL, nil)
 	assertFile(t, filepath.Join(root, "restart.bin"), data)
 
-	p.restart()
+	p.Restart()
 	c.CloseIdleConnections()
 	plainHTTP.CloseIdleConnections()
 	sameFinalAck(t, first, fragment(t, s, data, 30_000, 49_999))
@@ -151,14 +152,14 @@ func TestNotifyFailedDeliveryAcrossRestart(t *testing.T) {
 	be := newHookBackend(t, answerWith(hookAnswer{Status: 503}))
 	dir := t.TempDir()
 	root, sessions := filepath.Join(dir, "root"), filepath.Join(dir, "sessions")
-	port, admin := freePort(t), freePort(t)
-	p := startProcess(t, dir, siteCaddyfile(admin, port, root, sessions, notifyOptions(be.URL("/hook"))), admin)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
+	p := testutil.StartCaddy(t, dir, siteCaddyfile(admin, port, root, sessions, notifyOptions(be.URL("/hook"))), admin)
 	upload := "http://127.0.0.1:" + strconv.Itoa(port) + "/failed.bin"
 	c := newClient()
 	data := randomBytes(t, 20_000)
 	s, a := uploadAll(t, c, upload, data, 20_000)
 	checkAck(t, a, appError(503, 0x801901F7))
-	p.restart()
+	p.Restart()
 	c.CloseIdleConnections()
 	be.setAnswer(answerWith(hookAnswer{Header: copyHeader, Body: []byte("ok")}))
 	a = fragment(t, s, data, 0, 19_999)
@@ -304,8 +305,8 @@ func TestNotifyCrashDuringDelivery(t *testing.T) {
 	})
 	dir := t.TempDir()
 	root, sessions := filepath.Join(dir, "root"), filepath.Join(dir, "sessions")
-	port, admin := freePort(t), freePort(t)
-	p := startProcess(t, dir, siteCaddyfile(admin, port, root, sessions, notifyOptions(be.URL("/hook"))), admin)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
+	p := testutil.StartCaddy(t, dir, siteCaddyfile(admin, port, root, sessions, notifyOptions(be.URL("/hook"))), admin)
 	upload := "http://127.0.0.1:" + strconv.Itoa(port) + "/crash.bin"
 	c := newClient()
 	data := randomBytes(t, 30_000)
@@ -317,7 +318,7 @@ func TestNotifyCrashDuringDelivery(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the backend got no notification")
 	}
-	p.restart()
+	p.Restart()
 	c.CloseIdleConnections()
 	a := fragment(t, s, data, 20_000, 29_999)
 	checkAck(t, a, finalAck(len(data), ownReplyURL(upload, s.ID)))

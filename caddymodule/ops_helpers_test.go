@@ -20,6 +20,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 )
 
 // opsServer returns a server like newServer's, with extra site directives,
@@ -30,7 +32,7 @@ func opsServer(t *testing.T, options, site string) *server {
 	dir := t.TempDir()
 	return &server{
 		t:          t,
-		port:       freePort(t),
+		port:       testutil.FreePort(t),
 		Root:       filepath.Join(dir, "root"),
 		SessionDir: filepath.Join(dir, "sessions"),
 		Options:    options,

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 )
 
 // TestOpsValidateNegativeLimits loads JSON configs with a negative
@@ -31,7 +33,7 @@ func TestOpsValidateNegativeLimits(t *testing.T) {
 		cfg := map[string]any{
 			"admin": map[string]any{"listen": opsAdminURL("")[len("http://"):]},
 			"apps": map[string]any{"http": map[string]any{"servers": map[string]any{"srv0": map[string]any{
-				"listen": []string{"127.0.0.1:" + itoa(freePort(t))},
+				"listen": []string{"127.0.0.1:" + itoa(testutil.FreePort(t))},
 				"routes": []any{map[string]any{"handle": []any{map[string]any{
 					"handler":     "bits_upload",
 					"root":        filepath.Join(dir, "root"),
@@ -98,6 +100,13 @@ func opsPostConfig(t *testing.T, srv *server, edit func(h map[string]any)) (int,
 	if found == 0 {
 		t.Fatalf("no bits_upload handler in %s", raw)
 	}
+	return opsLoad(t, cfg)
+}
+
+// opsLoad posts cfg as JSON to the admin endpoint's /load and returns the
+// status and body of the answer.
+func opsLoad(t *testing.T, cfg any) (int, string) {
+	t.Helper()
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatal(err)

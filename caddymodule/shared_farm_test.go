@@ -108,8 +108,8 @@ func TestBinarySharedFarm(t *testing.T) {
 			t.Fatal(err)
 		}
 		n := &farmNode{ip: ip, sessions: filepath.Join(dir, "sessions")}
-		admin := freePort(t)
-		n.proc = startProcess(t, dir, fmt.Sprintf(`{
+		admin := testutil.FreePort(t)
+		n.proc = testutil.StartCaddy(t, dir, fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	persist_config off
 	auto_https off
@@ -136,8 +136,8 @@ func TestBinarySharedFarm(t *testing.T) {
 	if err := os.MkdirAll(lbDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	lbAdmin := freePort(t)
-	startProcess(t, lbDir, fmt.Sprintf(`{
+	lbAdmin := testutil.FreePort(t)
+	testutil.StartCaddy(t, lbDir, fmt.Sprintf(`{
 	admin 127.0.0.1:%d
 	persist_config off
 	auto_https off
@@ -206,17 +206,17 @@ func TestBinarySharedFarm(t *testing.T) {
 		}
 		killOnce.Do(func() {
 			killedAt = time.Now()
-			victim.proc.kill()
+			victim.proc.Kill()
 		})
 		time.Sleep(2 * time.Second)
-		victim.proc.start()
+		victim.proc.Start()
 	}()
 	wg.Wait()
 	elapsed := time.Since(start)
 	if killedAt.IsZero() {
 		t.Fatal("the node was never killed")
 	}
-	for !victim.proc.running() {
+	for !victim.proc.Running() {
 		time.Sleep(50 * time.Millisecond)
 	}
 
@@ -253,7 +253,7 @@ func TestBinarySharedFarm(t *testing.T) {
 
 	var forwards, unreachable, takeovers float64
 	for _, n := range nodes {
-		m := scrapeNode(t, n.proc.adminPort)
+		m := scrapeNode(t, n.proc.AdminPort)
 		forwards += m[`caddy_bits_upload_forwards_total{result="ok"}`]
 		unreachable += m[`caddy_bits_upload_forwards_total{result="unreachable"}`]
 		takeovers += m["caddy_bits_upload_takeovers_total"]

@@ -36,7 +36,7 @@ func newTwoNodes(t testing.TB, s3srv *testutil.S3Server, extra0, extra1 string) 
 	dir := t.TempDir()
 	f := &twoNodes{t: t, s3: s3srv, extra: [2]string{extra0, extra1}}
 	for i := range 2 {
-		f.ports[i] = freePort(t)
+		f.ports[i] = testutil.FreePort(t)
 		f.dirs[i] = filepath.Join(dir, fmt.Sprintf("node%d", i))
 	}
 	f.tester = caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort, LoadRequestTimeout: 30 * time.Second})
@@ -163,7 +163,7 @@ func TestSharedForward(t *testing.T) {
 // session, and forwards the client's retry to the new owner.
 func TestSharedTakeover(t *testing.T) {
 	s3srv := testutil.StartS3(t)
-	dead := freePort(t)
+	dead := testutil.FreePort(t)
 	f := newTwoNodes(t, s3srv, fmt.Sprintf("advertise http://127.0.0.1:%d", dead), "")
 	bc := s3Client(s3srv)
 	c := newClient()

@@ -24,7 +24,7 @@ type s3Crash struct {
 	t        *testing.T
 	s3srv    *testutil.S3Server
 	bc       *s3.Client
-	p        *process
+	p        *testutil.Caddy
 	sessions string
 	key      string
 	c        *client.Client
@@ -41,12 +41,12 @@ func startS3Crash(t *testing.T, size int) *s3Crash {
 	s3srv := testutil.StartS3(t)
 	dir := t.TempDir()
 	root, sessions := filepath.Join(dir, "root"), filepath.Join(dir, "sessions")
-	port, admin := freePort(t), freePort(t)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
 	x := &s3Crash{
 		t:        t,
 		s3srv:    s3srv,
 		bc:       s3Client(s3srv),
-		p:        startProcess(t, dir, siteCaddyfile(admin, port, root, sessions, s3Storage(s3srv, "crash/")), admin),
+		p:        testutil.StartCaddy(t, dir, siteCaddyfile(admin, port, root, sessions, s3Storage(s3srv, "crash/")), admin),
 		sessions: sessions,
 		key:      "crash/file.bin",
 		c:        newClient(),
@@ -91,7 +91,7 @@ func (x *s3Crash) killMidFragment(n int64) {
 		x.t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond) // let the server write what arrived
-	x.p.kill()
+	x.p.Kill()
 	pw.CloseWithError(io.ErrClosedPipe)
 }
 
@@ -101,7 +101,7 @@ func (x *s3Crash) killMidFragment(n int64) {
 // adopted.
 func (x *s3Crash) resume() {
 	x.t.Helper()
-	x.p.start()
+	x.p.Start()
 	x.c.CloseIdleConnections()
 	first := x.acked
 	last := min(first+1<<20, x.total()) - 1
@@ -150,11 +150,11 @@ func TestS3KillAndRestart(t *testing.T) {
 
 	x.upTo(P)
 	waitForParts(t, x.bc, x.s3srv.Bucket, x.key, 1)
-	x.p.kill()
+	x.p.Kill()
 	x.resume()
 
 	x.upTo(2 * P)
-	x.p.kill()
+	x.p.Kill()
 	x.resume()
 
 	x.upTo(3*P - 512<<10)
@@ -165,8 +165,8 @@ func TestS3KillAndRestart(t *testing.T) {
 	// retransmission gets the final Ack.
 	x.upTo(x.total())
 	assertObject(t, x.bc, x.s3srv.Bucket, x.key, x.data)
-	x.p.kill()
-	x.p.start()
+	x.p.Kill()
+	x.p.Start()
 	x.c.CloseIdleConnections()
 	checkAck(t, fragment(t, x.s, x.data, x.total()-100, x.total()-1), ack{status: 200, headers: received(strconv.FormatInt(x.total(), 10))})
 
@@ -186,7 +186,7 @@ func TestS3KillStartingMultipartUpload(t *testing.T) {
 	const P = int64(s3Part)
 	x := startS3Crash(t, int(2*P+100))
 	x.upTo(P)
-	x.p.kill()
+	x.p.Kill()
 	x.resume()
 	x.finish()
 

@@ -7,10 +7,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -132,31 +132,13 @@ func TestFragmentSizerFixed(t *testing.T) {
 	}
 }
 
-// linkClock is a fake clock that a fake server advances by the time a
-// fragment would take on a simulated link.
-type linkClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *linkClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *linkClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // TestAdaptiveFragments uploads over a simulated link: 4 MiB/s for
 // fragments that start before 12 MiB, then 256 KiB/s, with 10 ms of
 // latency per fragment; the server refuses fragments above 3 MiB in a
 // second upload.
 func TestAdaptiveFragments(t *testing.T) {
-	clock := &linkClock{now: time.Unix(1e9, 0)}
+	// The fake server advances the clock by each fragment's time on the link.
+	clock := testutil.NewClock(time.Unix(1e9, 0))
 	f := newFake(t)
 	f.noRaw = true
 	f.hook = func(f *fakeServer, w http.ResponseWriter, r *http.Request, p *protocol.Packet, n int) bool {
@@ -165,7 +147,7 @@ func TestAdaptiveFragments(t *testing.T) {
 			if p.Range.First >= 12*mib {
 				rate = 256 * kib
 			}
-			clock.advance(10*time.Millisecond + time.Duration(p.Range.Len()*int64(time.Second)/rate))
+			clock.Advance(10*time.Millisecond + time.Duration(p.Range.Len()*int64(time.Second)/rate))
 		}
 		return false
 	}
@@ -230,16 +212,17 @@ func fragmentSizes(f *fakeServer) []string {
 // of fragments is measured on the connection, without its dial, so that
 // the first request of an upload does not inflate it.
 func TestExchangeTimeExcludesDial(t *testing.T) {
-	clock := &linkClock{now: time.Unix(1e9, 0)}
+	// The fake server advances the clock by each fragment's time on the link.
+	clock := testutil.NewClock(time.Unix(1e9, 0))
 	f := newFake(t)
 	f.hook = func(f *fakeServer, w http.ResponseWriter, r *http.Request, p *protocol.Packet, n int) bool {
-		clock.advance(10 * time.Millisecond)
+		clock.Advance(10 * time.Millisecond)
 		return false
 	}
 	tr := NewTransport(nil)
 	dial := tr.DialContext
 	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		clock.advance(5 * time.Second)
+		clock.Advance(5 * time.Second)
 		return dial(ctx, network, addr)
 	}
 	c := newTestClient(t)

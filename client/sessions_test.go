@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"net"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
 
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -54,12 +55,7 @@ func TestResultSessionsRestart(t *testing.T) {
 // the second session completes there.
 func TestResultSessionsFallback(t *testing.T) {
 	a := newFake(t)
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)) // nothing listens there
 	a.hostID = deadAddr
 	a.hostIDCount = 1
 	a.hostStore = newFakeStore()

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -646,12 +647,7 @@ func TestHostID(t *testing.T) {
 
 func TestHostIDFallback(t *testing.T) {
 	a := newFake(t)
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadAddr := dead.Addr().String()
-	dead.Close()
+	deadAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)) // nothing listens there
 	a.hostID = deadAddr
 	a.hostIDCount = 1
 	a.hostStore = newFakeStore() // the session lives only on the dead node
@@ -678,16 +674,11 @@ func TestHostIDFallback(t *testing.T) {
 
 func TestHostIDNoFallbackWithoutTimeout(t *testing.T) {
 	a := newFake(t)
-	dead, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.hostID = dead.Addr().String()
-	dead.Close()
+	a.hostID = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)) // nothing listens there
 	a.hostIDCount = 1
 	c := newTestClient(t)
 	c.MaxRetries = 3
-	_, err = c.Upload(context.Background(), a.url("/up/nf"), bytes.NewReader([]byte("abc")), 3, nil)
+	_, err := c.Upload(context.Background(), a.url("/up/nf"), bytes.NewReader([]byte("abc")), 3, nil)
 	if err == nil || !strings.Contains(err.Error(), "ping: giving up after 4") {
 		t.Fatalf("err = %v", err)
 	}

@@ -87,24 +87,6 @@ func operation(req *http.Request) string {
 	return req.Method
 }
 
-// fakeClock is a manually advanced clock for session.Options.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // env is a session store whose storage is a Storage on a versitygw
 // gateway of its own.
 type env struct {
@@ -116,7 +98,7 @@ type env struct {
 	raw   *s3.Client // not counted
 	dir   string
 	store *session.Store
-	clock *fakeClock
+	clock *testutil.Clock
 }
 
 // newEnv starts a gateway and opens a store on it, with the test part
@@ -124,7 +106,7 @@ type env struct {
 func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
 	srv := testutil.StartS3(t)
-	e := &env{t: t, srv: srv, cnt: newCounter(), dir: t.TempDir(), clock: &fakeClock{t: time.Now().Truncate(time.Second)}}
+	e := &env{t: t, srv: srv, cnt: newCounter(), dir: t.TempDir(), clock: testutil.NewClock(time.Now().Truncate(time.Second))}
 	e.cfg = Config{
 		Bucket:    srv.Bucket,
 		Endpoint:  srv.Endpoint,

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,28 +19,11 @@ import (
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
-// fakeClock is a manually advanced clock for Options.Now.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
+// newFakeClock returns a clock for Options.Now that only the test moves.
+func newFakeClock() *testutil.Clock {
 	// Whole seconds, close to the real time: tombstones are stored in Unix
 	// seconds, and recovery compares against real file modification times.
-	return &fakeClock{t: time.Now().Truncate(time.Second)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+	return testutil.NewClock(time.Now().Truncate(time.Second))
 }
 
 // openStore opens a store in dir (a new temporary directory if empty) and

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/caddy-bits/caddy-bits/client"
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 )
 
 // The link the shaped benchmarks upload through: 100 Mbit/s each way and
@@ -65,8 +66,8 @@ http://127.0.0.1:%d {
 //	go test -run '^$' -bench FragmentSizing -benchtime 5x ./cmd/bitsup
 func BenchmarkFragmentSizing(b *testing.B) {
 	dir := b.TempDir()
-	admin, port := freePort(b), freePort(b)
-	startCaddy(b, dir, fmt.Sprintf(plainCaddyfile, admin, port), admin)
+	admin, port := testutil.FreePort(b), testutil.FreePort(b)
+	testutil.StartCaddy(b, dir, fmt.Sprintf(plainCaddyfile, admin, port), admin)
 	target := fmt.Sprintf("127.0.0.1:%d", port)
 
 	b.Run("loopback", func(b *testing.B) {
@@ -205,8 +206,8 @@ func median(v []float64) float64 {
 //	go test -run '^$' -bench HTTPSvsHTTP -benchtime 5x ./cmd/bitsup
 func BenchmarkHTTPSvsHTTP(b *testing.B) {
 	dir := b.TempDir()
-	admin, httpPort, httpsPort, redirectPort := freePort(b), freePort(b), freePort(b), freePort(b)
-	p := startCaddy(b, dir, fmt.Sprintf(`{
+	admin, httpPort, httpsPort, redirectPort := testutil.FreePort(b), testutil.FreePort(b), testutil.FreePort(b), testutil.FreePort(b)
+	p := testutil.StartCaddy(b, dir, fmt.Sprintf(`{
 	skip_install_trust
 	admin 127.0.0.1:%d
 	persist_config off
@@ -220,7 +221,7 @@ http://127.0.0.1:%d, https://localhost:%d {
 	}
 }
 `, admin, redirectPort, httpsPort, httpPort, httpsPort), admin)
-	ca := p.rootCA(b)
+	ca := p.RootCA()
 	const size = 256 << 20
 	src := filepath.Join(dir, "src.bin")
 	want := randomFile(b, src, size)

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/caddy-bits/caddy-bits/client"
+	"github.com/caddy-bits/caddy-bits/internal/testutil"
 	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
@@ -32,13 +33,13 @@ func TestBinaryExampleUpload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port, admin := freePort(t), freePort(t)
+	port, admin := testutil.FreePort(t), testutil.FreePort(t)
 	cfg := strings.Replace(string(example), ":8080 {", fmt.Sprintf(":%d {", port), 1)
 	cfg = strings.Replace(cfg, "persist_config off", fmt.Sprintf("persist_config off\n\tadmin 127.0.0.1:%d", admin), 1)
 	if !strings.Contains(cfg, fmt.Sprintf(":%d {", port)) || !strings.Contains(cfg, fmt.Sprintf("admin 127.0.0.1:%d", admin)) {
 		t.Fatal("Caddyfile.example no longer has the expected shape")
 	}
-	startCaddy(t, dir, cfg, admin)
+	testutil.StartCaddy(t, dir, cfg, admin)
 	url := fmt.Sprintf("http://127.0.0.1:%d", port)
 
 	in := filepath.Join(dir, "in.bin")
@@ -87,7 +88,7 @@ https://localhost:%[3]d, https://127.0.0.1:%[3]d {
 
 // httpsServer is a Caddy process running httpsCaddyfile.
 type httpsServer struct {
-	*caddyProcess
+	*testutil.Caddy
 	port int
 	ca   string
 }
@@ -101,9 +102,9 @@ func startHTTPSServer(t testing.TB, dir, notifyURL string) *httpsServer {
 		t.Fatal(err)
 	}
 	t.Setenv("BITSUP_TEST_PW", "s3cret pw")
-	admin, httpPort, port := freePort(t), freePort(t), freePort(t)
-	p := startCaddy(t, dir, fmt.Sprintf(httpsCaddyfile, admin, httpPort, port, hash, notifyURL), admin)
-	s := &httpsServer{caddyProcess: p, port: port, ca: p.rootCA(t)}
+	admin, httpPort, port := testutil.FreePort(t), testutil.FreePort(t), testutil.FreePort(t)
+	p := testutil.StartCaddy(t, dir, fmt.Sprintf(httpsCaddyfile, admin, httpPort, port, hash, notifyURL), admin)
+	s := &httpsServer{Caddy: p, port: port, ca: p.RootCA()}
 	// Wait until the site serves its certificate.
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		_, err := runUntil(t, time.Minute, "ping", s.url("localhost", "/x"), "--ca-cert", s.ca, "--user", "alice", "--password-env", "BITSUP_TEST_PW")

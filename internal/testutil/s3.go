@@ -1,14 +1,12 @@
 package testutil
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -45,7 +43,7 @@ type S3Server struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	out  *syncBuffer
+	out  *SyncBuffer
 }
 
 // StartS3 starts versitygw on a free 127.0.0.1 port with a new directory,
@@ -68,12 +66,7 @@ func StartS3(t testing.TB) *S3Server {
 	} else if fi, err := os.Stat(bin); err != nil || fi.IsDir() { //nolint:gosec // the tester's own setting
 		t.Fatalf("%s=%s: not a versitygw binary: %v", VersitygwEnv, bin, err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
-	}
-	addr := l.Addr().String()
-	_ = l.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", FreePort(t))
 	s := &S3Server{
 		Endpoint:  "http://" + addr,
 		AccessKey: "bits" + randomHex(6),
@@ -103,7 +96,7 @@ func (s *S3Server) Start() {
 	}
 	cmd := exec.Command(s.bin, "--port", s.addr, "--quiet", "--keep-alive", "posix", s.Dir)
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY_ID="+s.AccessKey, "ROOT_SECRET_ACCESS_KEY="+s.SecretKey)
-	s.out = &syncBuffer{}
+	s.out = &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = s.out, s.out
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("starting %s: %v", s.bin, err)
@@ -196,23 +189,4 @@ func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-// syncBuffer is a buffer that a process's output may be written to while
-// it is read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -1,7 +1,8 @@
 // Package testutil holds the helpers that the tests of several packages
 // of caddy-bits share: mounting a small file system, comparing files by
-// their SHA-256, making reproducible test data, and running an S3 gateway
-// on a loopback port.
+// their SHA-256, making reproducible test data, a clock that only the
+// test moves, running a Caddy process with this module, and running an S3
+// gateway on a loopback port.
 package testutil
 
 import (
