@@ -38,12 +38,12 @@ const dataSuffix = ".data"
 // while they stay inside the root, and missing parents are fine: they are
 // created when the upload is placed.
 func (ls *LocalStorage) CheckDestination(_ context.Context, dest Destination, overwrite bool) error {
-	r, err := os.OpenRoot(dest.Root)
+	t, err := openTree(dest.Root)
 	if err != nil {
 		return fmt.Errorf("opening upload root: %w", err)
 	}
-	defer r.Close()
-	return checkDestination(r, dest.Path, overwrite)
+	defer t.Close()
+	return checkDestination(t, dest.Path, overwrite)
 }
 
 // Data implements [Storage].
@@ -277,7 +277,7 @@ func (d *localData) Remove() error {
 // checkDestination checks that rel can become a file inside r: it must
 // not be a directory, must not exist unless overwrite is set, and no
 // existing parent may be something other than a directory.
-func checkDestination(r *os.Root, rel string, overwrite bool) error {
+func checkDestination(r statter, rel string, overwrite bool) error {
 	fi, err := r.Stat(rel)
 	switch {
 	case err == nil:

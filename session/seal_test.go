@@ -37,6 +37,36 @@ func TestSealRoundTrip(t *testing.T) {
 	}
 }
 
+// TestSealEnvelopeEncoding: seal writes its envelope by hand; the bytes
+// must be exactly those encoding/json writes for the envelope, for names
+// and URLs with characters that JSON escapes.
+func TestSealEnvelopeEncoding(t *testing.T) {
+	key := bytes.Repeat([]byte{3}, 32)
+	store := openStore(t, "", Options{})
+	st := create(t, store, t.TempDir(), "a<b>&\u00e9\"q\".bin").State()
+	st.URL = "http://h/a<b>&%22?x=\u2028"
+	st.User = "dom\\user"
+	b, err := seal(key, &st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := json.Marshal(&st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := json.Marshal(envelope{MAC: mac(key, raw), State: raw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(b, want) {
+		t.Fatalf("seal wrote\n%s\nencoding/json writes\n%s", b, want)
+	}
+	got, err := unseal(key, b)
+	if err != nil || got.Path != st.Path || got.URL != st.URL || got.User != st.User {
+		t.Fatalf("unseal = %+v, %v", got, err)
+	}
+}
+
 // TestSealRefusesForeignStates: a state the store did not write is
 // refused at Open, and the session's files are deleted, whether it is
 // sealed with another key, not sealed at all, or sealed but naming a

@@ -22,23 +22,22 @@ import (
 // destination's missing parent directories are created first, each
 // fsynced into its parent.
 func (ls *LocalStorage) Stage(_ context.Context, dest Destination, r io.Reader, n int64) (Staged, error) {
-	root, err := os.OpenRoot(dest.Root)
+	t, err := openTree(dest.Root)
 	if err != nil {
 		return nil, fmt.Errorf("opening upload root: %w", err)
 	}
-	st := &staged{ls: ls, root: root, rel: dest.Path}
-	d, err := root.Open(path.Dir(dest.Path))
+	defer t.Close()
+	d, err := t.OpenDir(path.Dir(dest.Path))
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := mkdirAllSynced(root, path.Dir(dest.Path), ls.sy.fsync); err != nil {
-			st.Close()
+		if err := ls.makeParents(dest); err != nil {
 			return nil, err
 		}
-		d, err = root.Open(path.Dir(dest.Path))
+		d, err = t.OpenDir(path.Dir(dest.Path))
 	}
 	if err != nil {
-		st.Close()
 		return nil, destinationError(fmt.Errorf("opening destination directory: %w", err))
 	}
+	st := &staged{ls: ls, rel: dest.Path}
 	st.dir = d
 	fd, err := unix.Openat(int(d.Fd()), ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o644)
 	if err != nil {
@@ -64,10 +63,20 @@ func (ls *LocalStorage) Stage(_ context.Context, dest Destination, r io.Reader, 
 	return st, err
 }
 
+// makeParents creates the missing parent directories of dest, each
+// fsynced into its parent.
+func (ls *LocalStorage) makeParents(dest Destination) error {
+	r, err := os.OpenRoot(dest.Root)
+	if err != nil {
+		return fmt.Errorf("opening upload root: %w", err)
+	}
+	defer r.Close()
+	return mkdirAllSynced(r, path.Dir(dest.Path), ls.sy.fsync)
+}
+
 // staged is an upload in an unnamed temporary file.
 type staged struct {
 	ls      *LocalStorage
-	root    *os.Root
 	rel     string
 	dir     *os.File
 	f       *os.File
@@ -124,9 +133,9 @@ func (s *staged) Close() error {
 		_ = s.f.Close()
 	}
 	if s.dir != nil {
-		_ = s.dir.Close()
+		return s.dir.Close()
 	}
-	return s.root.Close()
+	return nil
 }
 
 // Interface guard

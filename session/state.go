@@ -3,6 +3,7 @@ package session
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -182,7 +183,15 @@ func seal(key []byte, st *State) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encoding session state: %w", err)
 	}
-	return json.Marshal(envelope{MAC: mac(key, raw), State: raw})
+	// The envelope as json.Marshal writes it, without encoding (and
+	// compacting) the already compact state a second time.
+	sum := mac(key, raw)
+	b := make([]byte, 0, len(`{"mac":"","state":}`)+base64.StdEncoding.EncodedLen(len(sum))+len(raw))
+	b = append(b, `{"mac":"`...)
+	b = base64.StdEncoding.AppendEncode(b, sum)
+	b = append(b, `","state":`...)
+	b = append(b, raw...)
+	return append(b, '}'), nil
 }
 
 // unseal decodes a state from its envelope, checking its HMAC and its
