@@ -71,9 +71,11 @@ func (t *beneathTree) open(name string, flags int) (int, error) {
 		case errors.Is(err, unix.ENOSYS):
 			noOpenat2.Store(true)
 			return -1, errUseOSRoot
-		case errors.Is(err, unix.EPERM), errors.Is(err, unix.E2BIG):
-			// A seccomp filter that refuses openat2, or a kernel that
-			// does not know the resolve flags: os.Root answers instead.
+		case errors.Is(err, unix.EPERM), errors.Is(err, unix.E2BIG), errors.Is(err, unix.ENAMETOOLONG):
+			// A seccomp filter that refuses openat2, a kernel that does
+			// not know the resolve flags, or a path longer than one
+			// system call takes (os.Root walks it a name at a time):
+			// os.Root answers instead.
 			return -1, errUseOSRoot
 		default:
 			return -1, err

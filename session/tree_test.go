@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -85,6 +86,12 @@ func TestTreeConfinesPaths(t *testing.T) {
 			}
 			if _, err := tr.OpenDir("in/none"); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("OpenDir of a missing name: %v, want fs.ErrNotExist", err)
+			}
+			// Longer than one system call takes, in names a file system
+			// allows: missing, as os.Root finds it name by name.
+			long := "in/" + strings.Repeat(strings.Repeat("n", 250)+"/", 20) + "f.bin"
+			if _, err := tr.Stat(long); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("Stat of a missing %d-byte path: %.200v, want fs.ErrNotExist", len(long), err)
 			}
 			for _, name := range []string{
 				"..", "../outside/secret", "in/../../outside",
