@@ -83,6 +83,7 @@ type result struct {
 	elapsed               time.Duration
 	idleRSS, peakRSS      int64
 	cpu                   time.Duration // server CPU time during the run
+	userCPU               time.Duration // the part of cpu spent in user space
 	storeCPU              time.Duration // s3: versitygw's CPU time during the run
 	genCPU                time.Duration // generator CPU time during the run
 	lat                   latencies     // of all runs
@@ -222,7 +223,7 @@ func uploadScenario(cfg config, self, caddy, name string, ld load) ([]result, er
 				scenario: name, server: t.server.name, gen: t.gen,
 				bytes: int64(ld.files) * ld.size, files: ld.files,
 				elapsed: lr.elapsed, genCPU: lr.genCPU, lat: lr.lat,
-				idleRSS: srv.idleRSS, peakRSS: srv.peakRSS(), cpu: srv.cpu(),
+				idleRSS: srv.idleRSS, peakRSS: srv.peakRSS(), cpu: srv.cpu(), userCPU: srv.userCPU(),
 			}
 			srv.stop()
 			if err == nil && srv.root != "" {
@@ -261,10 +262,10 @@ func externalScenario(cfg config, name string, ld load) ([]result, error) {
 	for range max(cfg.runs, 1) {
 		j := &job{addr: u.Host, prefix: fmt.Sprintf("%s/bitsbench-%d", strings.TrimSuffix(u.Path, "/"), time.Now().UnixNano()),
 			data: data, files: ld.files, size: ld.size, fragment: ld.fragment, conc: ld.conc, ping: cfg.ping}
-		var cpu0 time.Duration
+		var cpu0, user0 time.Duration
 		var idle int64
 		if cfg.pid > 0 {
-			cpu0, idle = procCPU(cfg.pid), procStatus(cfg.pid, "VmRSS")
+			cpu0, user0, idle = procCPU(cfg.pid), procUserCPU(cfg.pid), procStatus(cfg.pid, "VmRSS")
 		}
 		lr, err := runLoad(ld.gen, j)
 		if err != nil {
@@ -273,7 +274,7 @@ func externalScenario(cfg config, name string, ld load) ([]result, error) {
 		r := result{scenario: name, server: cfg.url, gen: ld.gen, bytes: int64(ld.files) * ld.size, files: ld.files,
 			elapsed: lr.elapsed, genCPU: lr.genCPU, lat: lr.lat}
 		if cfg.pid > 0 {
-			r.cpu = procCPU(cfg.pid) - cpu0
+			r.cpu, r.userCPU = procCPU(cfg.pid)-cpu0, procUserCPU(cfg.pid)-user0
 			// The peak since the process started, against the resident
 			// size before this run.
 			r.idleRSS, r.peakRSS = idle, procStatus(cfg.pid, "VmHWM")
@@ -452,7 +453,7 @@ func report(w io.Writer, rs []result) {
 		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "scenario\tserver\tgenerator\truns\tuploads\tMB\tseconds\tuploads/s\tMB/s\tratio\tserver CPU s\tserver CPU µs/upload\tgenerator CPU s\tidle RSS MiB\tpeak-idle MiB\tAck p50 ms\tAck p99 ms\t")
+	fmt.Fprintln(tw, "scenario\tserver\tgenerator\truns\tuploads\tMB\tseconds\tuploads/s\tMB/s\tratio\tserver CPU s\tserver CPU µs/upload\tof which user µs\tgenerator CPU s\tidle RSS MiB\tpeak-idle MiB\tAck p50 ms\tAck p99 ms\t")
 	for _, r := range rs {
 		ratio := "-"
 		if base.elapsed > 0 {
@@ -463,18 +464,19 @@ func report(w io.Writer, rs []result) {
 			idle = fmt.Sprintf("%.1f", float64(r.idleRSS)/(1<<20))
 			over = fmt.Sprintf("%.1f", float64(r.peakRSS-r.idleRSS)/(1<<20))
 		}
-		cpu, per, gcpu := "-", "-", "-"
+		cpu, per, user, gcpu := "-", "-", "-", "-"
 		if r.cpu > 0 {
 			cpu = fmt.Sprintf("%.2f", r.cpu.Seconds())
 			per = fmt.Sprintf("%.0f", float64(r.cpu.Microseconds())/float64(r.files))
+			user = fmt.Sprintf("%.0f", float64(r.userCPU.Microseconds())/float64(r.files))
 		}
 		if r.genCPU > 0 {
 			gcpu = fmt.Sprintf("%.2f", r.genCPU.Seconds())
 		}
 		frags := r.lat.fragments()
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%.0f\t%.2f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
 			r.scenario, r.server, r.gen, max(r.runs, 1), r.files, float64(r.bytes)/1e6, r.elapsed.Seconds(),
-			r.fps(), r.mbps(), ratio, cpu, per, gcpu, idle, over, ms(frags, 50), ms(frags, 99))
+			r.fps(), r.mbps(), ratio, cpu, per, user, gcpu, idle, over, ms(frags, 50), ms(frags, 99))
 	}
 	tw.Flush()
 	reportLatencies(w, rs)

@@ -16,13 +16,14 @@ import (
 
 // server is a server process under test.
 type server struct {
-	cmd     *exec.Cmd
-	pid     int
-	addr    string // host:port
-	url     string
-	root    string // where uploads land; empty when unknown (peers)
-	idleRSS int64
-	idleCPU time.Duration
+	cmd      *exec.Cmd
+	pid      int
+	addr     string // host:port
+	url      string
+	root     string // where uploads land; empty when unknown (peers)
+	idleRSS  int64
+	idleCPU  time.Duration
+	idleUser time.Duration
 }
 
 // serverSpec names a server to measure: one of the built-in kinds
@@ -144,7 +145,7 @@ func startServer(spec serverSpec, self, caddy, dir, extra string) (*server, erro
 	http.DefaultClient.CloseIdleConnections()
 	time.Sleep(200 * time.Millisecond)
 	s.idleRSS = procStatus(s.pid, "VmRSS")
-	s.idleCPU = procCPU(s.pid)
+	s.idleCPU, s.idleUser = procCPU(s.pid), procUserCPU(s.pid)
 	return s, nil
 }
 
@@ -152,24 +153,41 @@ func startServer(spec serverSpec, self, caddy, dir, extra string) (*server, erro
 // after starting.
 func (s *server) cpu() time.Duration { return procCPU(s.pid) - s.idleCPU }
 
+// userCPU returns the part of cpu spent in user space.
+func (s *server) userCPU() time.Duration { return procUserCPU(s.pid) - s.idleUser }
+
 // peakRSS returns the process's peak resident set size in bytes.
 func (s *server) peakRSS() int64 { return procStatus(s.pid, "VmHWM") }
 
 // procCPU returns the CPU time (user and system) that process pid, all
 // its threads, has used; 0 where /proc is not available.
 func procCPU(pid int) time.Duration {
+	user, sys := procTimes(pid)
+	return user + sys
+}
+
+// procUserCPU returns the part of procCPU spent in user space.
+func procUserCPU(pid int) time.Duration {
+	user, _ := procTimes(pid)
+	return user
+}
+
+// procTimes returns the user and system CPU time of process pid, all its
+// threads; zero where /proc is not available.
+func procTimes(pid int) (user, sys time.Duration) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	// The fields after the command name, which is in parentheses.
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	if len(f) < 13 {
-		return 0
+		return 0, 0
 	}
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	const tick = time.Second / 100 // USER_HZ
+	return time.Duration(ut) * tick, time.Duration(st) * tick
 }
 
 // procStatus reads a size field of /proc/<pid>/status, in bytes; 0 where
