@@ -45,13 +45,13 @@ func openTree(root string) (tree, error) {
 // opens and closes every directory on the way, it makes one system call
 // per path, which a small upload feels (docs/benchmarks.md).
 type beneathTree struct {
-	fd   int    // the root, opened with O_PATH
-	root string // the root's path
-	os   *os.Root
+	fd   int      // the root, opened with O_PATH
+	root string   // the root's path
+	os   *os.Root // the root for os.Root to resolve in, once openat2 could not
 }
 
-// open opens name below the root with flags. It returns errUseOSRoot when
-// openat2 cannot resolve name.
+// open opens name below the root with flags through openat2. It returns
+// errUseOSRoot when openat2 cannot resolve name.
 func (t *beneathTree) open(name string, flags int) (int, error) {
 	how := unix.OpenHow{
 		Flags:   uint64(flags | unix.O_CLOEXEC), //nolint:gosec // open flags are not negative
@@ -84,30 +84,35 @@ func (t *beneathTree) open(name string, flags int) (int, error) {
 	return -1, errUseOSRoot
 }
 
-// osRoot returns the root as an *os.Root, opened on first use.
-func (t *beneathTree) osRoot() (*os.Root, error) {
-	if t.os == nil {
-		r, err := os.OpenRoot(t.root)
-		if err != nil {
-			return nil, err
+// resolve opens name below the root with flags, for the operation op. It
+// returns the root as an *os.Root instead, opened on first use, when
+// openat2 cannot resolve name: the caller then asks it.
+func (t *beneathTree) resolve(op, name string, flags int) (int, *os.Root, error) {
+	fd, err := t.open(name, flags)
+	switch {
+	case errors.Is(err, errUseOSRoot):
+		if t.os == nil {
+			r, err := os.OpenRoot(t.root)
+			if err != nil {
+				return -1, nil, err
+			}
+			t.os = r
 		}
-		t.os = r
+		return -1, t.os, nil
+	case err != nil:
+		return -1, nil, &fs.PathError{Op: op, Path: name, Err: err}
 	}
-	return t.os, nil
+	return fd, nil, nil
 }
 
 // Stat implements [tree].
 func (t *beneathTree) Stat(name string) (fs.FileInfo, error) {
-	fd, err := t.open(name, unix.O_PATH)
-	if errors.Is(err, errUseOSRoot) {
-		r, err := t.osRoot()
-		if err != nil {
-			return nil, err
-		}
+	fd, r, err := t.resolve("statat", name, unix.O_PATH)
+	switch {
+	case r != nil:
 		return r.Stat(name)
-	}
-	if err != nil {
-		return nil, &fs.PathError{Op: "statat", Path: name, Err: err}
+	case err != nil:
+		return nil, err
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
@@ -116,16 +121,12 @@ func (t *beneathTree) Stat(name string) (fs.FileInfo, error) {
 
 // OpenDir implements [tree].
 func (t *beneathTree) OpenDir(name string) (*os.File, error) {
-	fd, err := t.open(name, unix.O_RDONLY|unix.O_DIRECTORY)
-	if errors.Is(err, errUseOSRoot) {
-		r, err := t.osRoot()
-		if err != nil {
-			return nil, err
-		}
+	fd, r, err := t.resolve("openat", name, unix.O_RDONLY|unix.O_DIRECTORY)
+	switch {
+	case r != nil:
 		return r.Open(name)
-	}
-	if err != nil {
-		return nil, &fs.PathError{Op: "openat", Path: name, Err: err}
+	case err != nil:
+		return nil, err
 	}
 	return os.NewFile(uintptr(fd), filepath.Join(t.root, name)), nil
 }
