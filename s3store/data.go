@@ -1291,6 +1291,19 @@ func (d *data) Location(ctx context.Context) (bucket, key string, err error) {
 	return d.s.cfg.Bucket, d.s.StagingKey(d.id), nil
 }
 
+// stop ends the part upload running in the background, if any, and
+// returns what the session holds: its record, the bytes held and its part
+// size. Remove and Forget start with it.
+func (d *data) stop() (rec record, held, psize int64) {
+	if u := d.up; u != nil {
+		u.cancel()
+		_ = d.wait()
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.rec, d.heldLocked(), d.psize
+}
+
 // Remove implements [session.Data]: it aborts the multipart uploads,
 // deletes the staging object and the local files. An upload in place
 // stays there.
@@ -1300,13 +1313,7 @@ func (d *data) Remove() error {
 		// that node's.
 		return d.Forget()
 	}
-	if u := d.up; u != nil {
-		u.cancel()
-		_ = d.wait()
-	}
-	d.mu.Lock()
-	rec, held, psize := d.rec, d.heldLocked(), d.psize
-	d.mu.Unlock()
+	rec, held, psize := d.stop()
 	first := max(int32(len(rec.Parts)), 1) // with the last sent part's, left by a crash
 	staged := rec.Staged
 	ctx := context.Background()

@@ -221,13 +221,7 @@ func (s *Storage) runAfterRecord(ctx context.Context, id protocol.SessionID) err
 // Forget implements [session.Forgetter]: it deletes the session's local
 // part files and leaves its multipart upload, now another node's, alone.
 func (d *data) Forget() error {
-	if u := d.up; u != nil {
-		u.cancel()
-		_ = d.wait()
-	}
-	d.mu.Lock()
-	rec, held, psize := d.rec, d.heldLocked(), d.psize
-	d.mu.Unlock()
+	rec, held, psize := d.stop()
 	errs := d.removeParts(max(int32(len(rec.Parts)), 1), held, psize)
 	d.s.open.CompareAndDelete(d.id, d)
 	return errors.Join(errs...)
