@@ -27,6 +27,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-bits/caddy-bits/internal/repodir"
 )
 
 // versitygwEnv names the environment variable that points at a versitygw
@@ -129,8 +131,7 @@ func findVersitygw(flagValue string) (string, error) {
 		}
 		return p, nil
 	}
-	if root, err := repoRoot(); err == nil {
-		p := filepath.Join(root, ".bin", "versitygw")
+	if p, err := repodir.Bin("versitygw"); err == nil {
 		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
 			return p, nil
 		}
@@ -139,25 +140,6 @@ func findVersitygw(flagValue string) (string, error) {
 		return p, nil
 	}
 	return "", fmt.Errorf("no versitygw binary: give -versitygw PATH or set $%s, or install it into the repository's .bin with %q, as test.sh does", versitygwEnv, versitygwInstall)
-}
-
-// repoRoot returns the directory of the go.mod above the working
-// directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // gateway is a versitygw process serving a fresh directory with one
@@ -401,9 +383,10 @@ func s3ModuleRun(cfg config, caddy string, gw *gateway, data []byte, size int64,
 		scenario: "s3", server: s3Module, gen: genLean,
 		bytes: int64(sc.files) * size, files: sc.files,
 		elapsed: lr.elapsed, genCPU: lr.genCPU, lat: lr.lat,
-		idleRSS: srv.idleRSS, peakRSS: srv.peakRSS(), cpu: srv.cpu(),
+		idleRSS: srv.idleRSS, peakRSS: srv.peakRSS(),
 		storeCPU: procCPU(gw.pid) - store0,
 	}
+	res.cpu, res.userCPU = srv.cpu()
 	srv.stop()
 	if err != nil {
 		return result{}, nil, fmt.Errorf("%s: %w (server log in %s)", s3Module, err, dir)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/caddy-bits/caddy-bits/internal/repodir"
 )
 
 // CaddyBinaryEnv names the environment variable that points the process
@@ -36,7 +38,7 @@ func CaddyBinary(t testing.TB) string {
 		return p
 	}
 	caddyOnce.Do(func() {
-		root, err := repoRoot()
+		root, err := repodir.Root()
 		if err != nil {
 			errCaddyBuild = err
 			return

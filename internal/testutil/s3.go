@@ -4,19 +4,19 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/caddy-bits/caddy-bits/internal/repodir"
 )
 
 // VersitygwEnv names the environment variable that points the tests at a
@@ -55,11 +55,11 @@ func StartS3(t testing.TB) *S3Server {
 	t.Helper()
 	bin := os.Getenv(VersitygwEnv)
 	if bin == "" {
-		root, err := repoRoot()
+		var err error
+		bin, err = repodir.Bin("versitygw")
 		if err != nil {
 			t.Skipf("skipped: no versitygw: %s is not set, and the repository was not found: %v", VersitygwEnv, err)
 		}
-		bin = filepath.Join(root, ".bin", "versitygw")
 		if _, err := os.Stat(bin); err != nil {
 			t.Skipf("skipped: no versitygw: %s is not set and %s does not exist (test.sh installs it)", VersitygwEnv, bin)
 		}
@@ -163,25 +163,6 @@ func (s *S3Server) request(method, path string) error {
 		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, body)
 	}
 	return nil
-}
-
-// repoRoot returns the directory of the module's go.mod, above the
-// working directory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }
 
 // randomHex returns n random bytes, hex-encoded.
