@@ -223,8 +223,9 @@ func uploadScenario(cfg config, self, caddy, name string, ld load) ([]result, er
 				scenario: name, server: t.server.name, gen: t.gen,
 				bytes: int64(ld.files) * ld.size, files: ld.files,
 				elapsed: lr.elapsed, genCPU: lr.genCPU, lat: lr.lat,
-				idleRSS: srv.idleRSS, peakRSS: srv.peakRSS(), cpu: srv.cpu(), userCPU: srv.userCPU(),
+				idleRSS: srv.idleRSS, peakRSS: srv.peakRSS(),
 			}
+			res.cpu, res.userCPU = srv.cpu()
 			srv.stop()
 			if err == nil && srv.root != "" {
 				err = verify(srv.root, data, ld.files, ld.size)
@@ -262,10 +263,11 @@ func externalScenario(cfg config, name string, ld load) ([]result, error) {
 	for range max(cfg.runs, 1) {
 		j := &job{addr: u.Host, prefix: fmt.Sprintf("%s/bitsbench-%d", strings.TrimSuffix(u.Path, "/"), time.Now().UnixNano()),
 			data: data, files: ld.files, size: ld.size, fragment: ld.fragment, conc: ld.conc, ping: cfg.ping}
-		var cpu0, user0 time.Duration
+		var user0, sys0 time.Duration
 		var idle int64
 		if cfg.pid > 0 {
-			cpu0, user0, idle = procCPU(cfg.pid), procUserCPU(cfg.pid), procStatus(cfg.pid, "VmRSS")
+			user0, sys0 = procTimes(cfg.pid)
+			idle = procStatus(cfg.pid, "VmRSS")
 		}
 		lr, err := runLoad(ld.gen, j)
 		if err != nil {
@@ -274,7 +276,8 @@ func externalScenario(cfg config, name string, ld load) ([]result, error) {
 		r := result{scenario: name, server: cfg.url, gen: ld.gen, bytes: int64(ld.files) * ld.size, files: ld.files,
 			elapsed: lr.elapsed, genCPU: lr.genCPU, lat: lr.lat}
 		if cfg.pid > 0 {
-			r.cpu, r.userCPU = procCPU(cfg.pid)-cpu0, procUserCPU(cfg.pid)-user0
+			user, sys := procTimes(cfg.pid)
+			r.cpu, r.userCPU = user-user0+sys-sys0, user-user0
 			// The peak since the process started, against the resident
 			// size before this run.
 			r.idleRSS, r.peakRSS = idle, procStatus(cfg.pid, "VmHWM")

@@ -22,8 +22,8 @@ type server struct {
 	url      string
 	root     string // where uploads land; empty when unknown (peers)
 	idleRSS  int64
-	idleCPU  time.Duration
-	idleUser time.Duration
+	idleUser time.Duration // CPU time after starting, in user space
+	idleSys  time.Duration // and in the kernel
 }
 
 // serverSpec names a server to measure: one of the built-in kinds
@@ -145,16 +145,17 @@ func startServer(spec serverSpec, self, caddy, dir, extra string) (*server, erro
 	http.DefaultClient.CloseIdleConnections()
 	time.Sleep(200 * time.Millisecond)
 	s.idleRSS = procStatus(s.pid, "VmRSS")
-	s.idleCPU, s.idleUser = procCPU(s.pid), procUserCPU(s.pid)
+	s.idleUser, s.idleSys = procTimes(s.pid)
 	return s, nil
 }
 
 // cpu returns the CPU time the server has used since it became idle
-// after starting.
-func (s *server) cpu() time.Duration { return procCPU(s.pid) - s.idleCPU }
-
-// userCPU returns the part of cpu spent in user space.
-func (s *server) userCPU() time.Duration { return procUserCPU(s.pid) - s.idleUser }
+// after starting, and the part of it spent in user space.
+func (s *server) cpu() (total, user time.Duration) {
+	u, sys := procTimes(s.pid)
+	u, sys = u-s.idleUser, sys-s.idleSys
+	return u + sys, u
+}
 
 // peakRSS returns the process's peak resident set size in bytes.
 func (s *server) peakRSS() int64 { return procStatus(s.pid, "VmHWM") }
@@ -164,12 +165,6 @@ func (s *server) peakRSS() int64 { return procStatus(s.pid, "VmHWM") }
 func procCPU(pid int) time.Duration {
 	user, sys := procTimes(pid)
 	return user + sys
-}
-
-// procUserCPU returns the part of procCPU spent in user space.
-func procUserCPU(pid int) time.Duration {
-	user, _ := procTimes(pid)
-	return user
 }
 
 // procTimes returns the user and system CPU time of process pid, all its
