@@ -23,13 +23,13 @@ import (
 // wholeBodyConn is a raw client connection that behaves as WinHTTP does:
 // it writes a request's whole body before it reads the answer.
 type wholeBodyConn struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	br   *bufio.Reader
 	addr string
 }
 
-func dialWholeBody(t *testing.T, addr string) *wholeBodyConn {
+func dialWholeBody(t testing.TB, addr string) *wholeBodyConn {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -483,29 +483,16 @@ func BenchmarkHardeningDrain(b *testing.B) {
 		b.Fatal(err)
 	}
 	body := make([]byte, size)
-	conn, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		b.Fatal(err)
+	conn := dialWholeBody(b, srv.Addr())
+	headers := map[string]string{
+		protocol.HeaderPacketType: "Fragment",
+		protocol.HeaderSessionID:  s.WireID,
+		"Content-Range":           fmt.Sprintf("bytes 1000-%d/%d", 1000+size-1, 2*size),
 	}
-	defer conn.Close()
-	br := bufio.NewReader(conn)
-	head := fmt.Sprintf("BITS_POST /drain.bin HTTP/1.1\r\nHost: %s\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: %s\r\n"+
-		"Content-Range: bytes 1000-%d/%d\r\nContent-Length: %d\r\n\r\n", srv.Addr(), s.WireID, 1000+size-1, 2*size, size)
 	b.SetBytes(size)
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := io.WriteString(conn, head); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := conn.Write(body); err != nil {
-			b.Fatal(err)
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 416 {
+		if resp := conn.roundTrip("/drain.bin", headers, body); resp.StatusCode != 416 {
 			b.Fatalf("status %d, want 416", resp.StatusCode)
 		}
 	}

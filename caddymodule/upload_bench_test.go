@@ -1,17 +1,15 @@
 package caddymodule_test
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/caddy-bits/caddy-bits/internal/testutil"
+	"github.com/caddy-bits/caddy-bits/protocol"
 )
 
 // BenchmarkSmallUpload measures one 64 KiB upload through the in-process
@@ -28,28 +26,12 @@ import (
 func BenchmarkSmallUpload(b *testing.B) {
 	srv := newServer(b, "")
 	data := testutil.RandomBytes(1, 64<<10)
-	conn, err := net.Dial("tcp", srv.Addr())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	br := bufio.NewReader(conn)
-	exchange := func(head string, body []byte) *http.Response {
+	c := dialWholeBody(b, srv.Addr())
+	send := func(path string, headers map[string]string, body []byte) *http.Response {
 		b.Helper()
-		if _, err := io.WriteString(conn, head); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := conn.Write(body); err != nil {
-			b.Fatal(err)
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
+		resp := c.roundTrip(path, headers, body)
 		if resp.StatusCode != http.StatusOK {
-			b.Fatalf("status %d, error %s", resp.StatusCode, resp.Header.Get("BITS-Error-Code"))
+			b.Fatalf("status %d, error %s", resp.StatusCode, resp.Header.Get(protocol.HeaderErrorCode))
 		}
 		return resp
 	}
@@ -59,13 +41,16 @@ func BenchmarkSmallUpload(b *testing.B) {
 	for b.Loop() {
 		i++
 		path := fmt.Sprintf("/bench/%d/f%d.bin", i%16, i)
-		resp := exchange(fmt.Sprintf("BITS_POST %s HTTP/1.1\r\nHost: %s\r\nBITS-Packet-Type: Create-Session\r\n"+
-			"BITS-Supported-Protocols: {7df0354d-249b-430f-820d-3d2a9bef4931}\r\nContent-Length: 0\r\n\r\n", path, srv.Addr()), nil)
-		id := resp.Header.Get("BITS-Session-Id")
-		exchange(fmt.Sprintf("BITS_POST %s HTTP/1.1\r\nHost: %s\r\nBITS-Packet-Type: Fragment\r\nBITS-Session-Id: %s\r\n"+
-			"Content-Range: bytes 0-%d/%d\r\nContent-Length: %d\r\n\r\n", path, srv.Addr(), id, len(data)-1, len(data), len(data)), data)
-		exchange(fmt.Sprintf("BITS_POST %s HTTP/1.1\r\nHost: %s\r\nBITS-Packet-Type: Close-Session\r\nBITS-Session-Id: %s\r\n"+
-			"Content-Length: 0\r\n\r\n", path, srv.Addr(), id), nil)
+		id := send(path, map[string]string{
+			protocol.HeaderPacketType:         "Create-Session",
+			protocol.HeaderSupportedProtocols: protocol.UploadProtocol,
+		}, nil).Header.Get(protocol.HeaderSessionID)
+		send(path, map[string]string{
+			protocol.HeaderPacketType: "Fragment",
+			protocol.HeaderSessionID:  id,
+			"Content-Range":           fmt.Sprintf("bytes 0-%d/%d", len(data)-1, len(data)),
+		}, data)
+		send(path, map[string]string{protocol.HeaderPacketType: "Close-Session", protocol.HeaderSessionID: id}, nil)
 	}
 	b.StopTimer()
 	got, err := os.ReadFile(filepath.Join(srv.Root, "bench", "1", "f1.bin"))
