@@ -272,6 +272,19 @@ func TestSessionNotFoundRestart(t *testing.T) {
 	if res.Restarts != 1 || res.SessionID == firstID || res.Fragments != 6 {
 		t.Errorf("result %+v (first session %s)", res, firstID)
 	}
+	// The Result lists both sessions.
+	if len(res.Sessions) != 2 {
+		t.Fatalf("%d sessions: %+v", len(res.Sessions), res.Sessions)
+	}
+	first, last := res.Sessions[0], res.Sessions[1]
+	if first.Acked != 20000 || first.Fragments != 2 || !errors.Is(first.Err, ErrSessionNotFound) ||
+		first.SessionID != firstID || first.URL != f.url("/up/s") {
+		t.Errorf("first session %+v", first)
+	}
+	if last.Acked != 40000 || last.Fragments != 4 || last.Err != nil || last.SessionID != res.SessionID ||
+		last.WireSessionID != res.WireSessionID || last.URL != res.SessionURL {
+		t.Errorf("last session %+v, result %+v", last, res)
+	}
 }
 
 func TestSessionNotFoundRestartCap(t *testing.T) {
@@ -643,6 +656,10 @@ func TestHostID(t *testing.T) {
 	if res.HostID != a.hostID || res.SessionURL != b.url("/up/h?x=1") || res.FellBack {
 		t.Errorf("result %+v", res)
 	}
+	want := SessionResult{SessionID: res.SessionID, WireSessionID: res.WireSessionID, URL: b.url("/up/h?x=1"), HostID: a.hostID, Acked: 25000, Fragments: 3}
+	if len(res.Sessions) != 1 || res.Sessions[0] != want {
+		t.Errorf("sessions %+v, want [%+v]", res.Sessions, want)
+	}
 }
 
 func TestHostIDFallback(t *testing.T) {
@@ -669,6 +686,19 @@ func TestHostIDFallback(t *testing.T) {
 		"Create-Session", fragments(0, 15000, 10000), "Close-Session"))
 	if res.Restarts != 1 || res.HostID != "" {
 		t.Errorf("result %+v", res)
+	}
+	// The first session is handed to the dead node, falls back to the
+	// original URL, where it is unknown; the second completes there.
+	if len(res.Sessions) != 2 {
+		t.Fatalf("%d sessions: %+v", len(res.Sessions), res.Sessions)
+	}
+	first, last := res.Sessions[0], res.Sessions[1]
+	if first.HostID != deadAddr || !first.FellBack || first.URL != a.url("/up/fb") || first.Fragments != 0 ||
+		!errors.Is(first.Err, ErrSessionNotFound) {
+		t.Errorf("first session %+v", first)
+	}
+	if last.HostID != "" || last.FellBack || last.Fragments != 2 || last.Err != nil || last.SessionID != res.SessionID {
+		t.Errorf("last session %+v", last)
 	}
 }
 
