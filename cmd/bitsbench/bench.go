@@ -102,6 +102,7 @@ func run(cfg config, scenarios []string) error {
 		defer os.RemoveAll(d)
 		cfg.dir = d
 	}
+	defer removeRetired()
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -211,7 +212,7 @@ func uploadScenario(cfg config, self, caddy, name string, ld load) ([]result, er
 			// Start every measurement with no dirty pages left over from
 			// the previous one, whose writeback would otherwise compete.
 			syscall.Sync()
-			dir := filepath.Join(cfg.dir, name+"-"+t.server.name+"-"+t.gen)
+			dir := filepath.Join(cfg.dir, fmt.Sprintf("%s-%s-%s-%d", name, t.server.name, t.gen, i))
 			srv, err := startServer(t.server, self, caddy, dir, "")
 			if err != nil {
 				return nil, err
@@ -233,7 +234,9 @@ func uploadScenario(cfg config, self, caddy, name string, ld load) ([]result, er
 			if err != nil {
 				return nil, fmt.Errorf("%s with %s generator: %w (server log in %s)", t.server.name, t.gen, err, dir)
 			}
-			os.RemoveAll(dir)
+			if err := retire(dir); err != nil {
+				return nil, err
+			}
 			runs[ti] = append(runs[ti], res)
 		}
 	}

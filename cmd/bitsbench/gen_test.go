@@ -52,6 +52,35 @@ func TestGenerators(t *testing.T) {
 	}
 }
 
+// TestBaselineSyncs uploads to the fsync baseline and to the one that
+// also syncs the directory, and checks the files.
+func TestBaselineSyncs(t *testing.T) {
+	for _, dirFsync := range []bool{false, true} {
+		t.Run("dirFsync="+strconv.FormatBool(dirFsync), func(t *testing.T) {
+			dir := t.TempDir()
+			for _, d := range []string{"root", "tmp"} {
+				if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			srv := httptest.NewServer(&baseline{dir: dir, dirFsync: dirFsync, sessions: make(map[string]string)})
+			defer srv.Close()
+			data, err := content(4096)
+			if err != nil {
+				t.Fatal(err)
+			}
+			j := &job{addr: srv.Listener.Addr().String(), prefix: "/bench", data: data, files: 10, size: 4096,
+				fragment: 4096, conc: 2}
+			if _, err := runLoad(genLean, j); err != nil {
+				t.Fatalf("runLoad: %v", err)
+			}
+			if err := verify(filepath.Join(dir, "root"), data, 10, 4096); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
 // TestLeanChecksAcks makes sure the lean generator fails an upload whose
 // fragment Ack reports the wrong offset.
 func TestLeanChecksAcks(t *testing.T) {

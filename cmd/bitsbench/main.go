@@ -1,8 +1,9 @@
 // Command bitsbench measures the bits_upload handler against a baseline
 // in the same run: a bare net/http server that writes each fragment at its
 // offset with no protocol checks and fsyncs each completed file once
-// before renaming it into place (and, for reference, the same without the
-// fsync). It reports throughput, the ratio to the baseline, the CPU time
+// before renaming it into place (and, for reference, the same that also
+// fsyncs the directory after the rename, as keeping the name takes on some
+// file systems, and the same without any fsync). It reports throughput, the ratio to the baseline, the CPU time
 // of each server and of bitsbench itself, the servers' peak resident
 // memory and the latency of their Acks.
 //
@@ -53,8 +54,9 @@
 // default), the servers taking turns, after a sync, and the median run is
 // reported, so that a passing disturbance of the machine does not decide a
 // ratio; the Ack latencies are those of all runs. Every uploaded file is
-// compared with its source by SHA-256. Sizes and counts can be changed
-// with flags.
+// compared with its source by SHA-256. A run's files are then truncated,
+// not deleted, until bitsbench exits (see retire). Sizes and counts can be
+// changed with flags.
 //
 // Other servers can be measured in the same run with -peer
 // name=cmdline, where {addr}, {port}, {dir} and {root} in the command line
@@ -97,8 +99,9 @@ func main() {
 		addr := fs.String("addr", "127.0.0.1:0", "listen address")
 		dir := fs.String("dir", "", "directory for uploads")
 		noFsync := fs.Bool("no-fsync", false, "do not fsync completed files")
+		dirFsync := fs.Bool("dir-fsync", false, "also fsync the destination directory after each rename")
 		_ = fs.Parse(os.Args[2:])
-		if err := serveBaseline(*addr, *dir, *noFsync); err != nil {
+		if err := serveBaseline(*addr, *dir, *noFsync, *dirFsync); err != nil {
 			fmt.Fprintln(os.Stderr, "bitsbench:", err)
 			os.Exit(1)
 		}
@@ -109,7 +112,7 @@ func main() {
 	flag.StringVar(&cfg.caddy, "caddy", "./caddy", "Caddy binary with the bits_upload module")
 	flag.StringVar(&cfg.dir, "dir", "", "scratch directory (default: a new temporary directory)")
 	scenarios := flag.String("scenarios", "small,tiny,large,small-client,huge,delivery", "comma-separated scenarios to run")
-	servers := flag.String("servers", "bits_upload,baseline,baseline-nofsync", "comma-separated built-in servers to measure")
+	servers := flag.String("servers", "bits_upload,baseline,baseline-dirsync,baseline-nofsync", "comma-separated built-in servers to measure (bits_upload, baseline, baseline-dirsync, baseline-nofsync)")
 	minimal := flag.String("minimal", "baseline", "comma-separated servers to measure also with the minimal generator (none: empty)")
 	flag.Var(&cfg.peers, "peer", "another server to measure, as name=cmdline (repeatable)")
 	flag.IntVar(&cfg.largeFiles, "large-files", 4, "large: number of files")

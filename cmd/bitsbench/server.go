@@ -27,7 +27,7 @@ type server struct {
 }
 
 // serverSpec names a server to measure: one of the built-in kinds
-// (bits_upload, baseline, baseline-nofsync), or a peer started from a
+// (bits_upload, baseline, baseline-nofsync, baseline-dirsync), or a peer started from a
 // command line.
 type serverSpec struct {
 	name    string
@@ -107,11 +107,14 @@ func startServer(spec serverSpec, self, caddy, dir, extra string) (*server, erro
 		}
 		s.cmd = exec.Command(caddy, "run", "--config", cfgPath, "--adapter", "caddyfile")
 		s.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
-	case kind == "baseline" || kind == "baseline-nofsync":
+	case kind == "baseline" || kind == "baseline-nofsync" || kind == "baseline-dirsync":
 		s.root = filepath.Join(dir, "root")
 		args := []string{"serve-baseline", "-addr", addr, "-dir", dir}
-		if kind == "baseline-nofsync" {
+		switch kind {
+		case "baseline-nofsync":
 			args = append(args, "-no-fsync")
+		case "baseline-dirsync":
+			args = append(args, "-dir-fsync")
 		}
 		s.cmd = exec.Command(self, args...)
 	default:
