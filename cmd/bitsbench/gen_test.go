@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/caddyserver/caddy/v2"
 )
 
 // TestGenerators uploads with every generator to the baseline handler and
@@ -78,6 +80,32 @@ func TestBaselineSyncs(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestCaddyBaseline uploads to the baseline's handler running in Caddy
+// and checks the files.
+func TestCaddyBaseline(t *testing.T) {
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	dir := t.TempDir()
+	if err := startCaddyBaseline(addr, dir, false, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	data, err := content(5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := &job{addr: addr, prefix: "/bench", data: data, files: 10, size: 5000, fragment: 2000, conc: 2}
+	if _, err := runLoad(genLean, j); err != nil {
+		t.Fatalf("runLoad: %v", err)
+	}
+	if err := verify(filepath.Join(dir, "root"), data, 10, 5000); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,11 +1,14 @@
 // Command bitsbench measures the bits_upload handler against a baseline
 // in the same run: a bare net/http server that writes each fragment at its
 // offset with no protocol checks and fsyncs each completed file once
-// before renaming it into place (and, for reference, the same that also
-// fsyncs the directory after the rename, as keeping the name takes on some
-// file systems, and the same without any fsync). It reports throughput, the ratio to the baseline, the CPU time
-// of each server and of bitsbench itself, the servers' peak resident
-// memory and the latency of their Acks.
+// before renaming it into place. For reference it also measures the same
+// that fsyncs the directory after the rename too (as keeping the name
+// takes on some file systems), the same without any fsync, and the
+// baseline's handler running inside Caddy (caddy-baseline,
+// caddy-baseline-dirsync), which is the most any Caddy handler module can
+// reach. It reports throughput, the ratio to the baseline, the CPU time of
+// each server and of bitsbench itself, the servers' peak resident memory
+// and the latency of their Acks.
 //
 // Usage:
 //
@@ -94,14 +97,18 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "serve-baseline" {
-		fs := flag.NewFlagSet("serve-baseline", flag.ExitOnError)
+	if len(os.Args) > 1 && (os.Args[1] == "serve-baseline" || os.Args[1] == "serve-caddy-baseline") {
+		fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 		addr := fs.String("addr", "127.0.0.1:0", "listen address")
 		dir := fs.String("dir", "", "directory for uploads")
 		noFsync := fs.Bool("no-fsync", false, "do not fsync completed files")
 		dirFsync := fs.Bool("dir-fsync", false, "also fsync the destination directory after each rename")
 		_ = fs.Parse(os.Args[2:])
-		if err := serveBaseline(*addr, *dir, *noFsync, *dirFsync); err != nil {
+		serve := serveBaseline
+		if os.Args[1] == "serve-caddy-baseline" {
+			serve = serveCaddyBaseline
+		}
+		if err := serve(*addr, *dir, *noFsync, *dirFsync); err != nil {
 			fmt.Fprintln(os.Stderr, "bitsbench:", err)
 			os.Exit(1)
 		}
@@ -112,7 +119,7 @@ func main() {
 	flag.StringVar(&cfg.caddy, "caddy", "./caddy", "Caddy binary with the bits_upload module")
 	flag.StringVar(&cfg.dir, "dir", "", "scratch directory (default: a new temporary directory)")
 	scenarios := flag.String("scenarios", "small,tiny,large,small-client,huge,delivery", "comma-separated scenarios to run")
-	servers := flag.String("servers", "bits_upload,baseline,baseline-dirsync,baseline-nofsync", "comma-separated built-in servers to measure (bits_upload, baseline, baseline-dirsync, baseline-nofsync)")
+	servers := flag.String("servers", "bits_upload,baseline,caddy-baseline,baseline-dirsync,caddy-baseline-dirsync,baseline-nofsync", "comma-separated built-in servers to measure (bits_upload, baseline, baseline-nofsync, baseline-dirsync, caddy-baseline, caddy-baseline-dirsync)")
 	minimal := flag.String("minimal", "baseline", "comma-separated servers to measure also with the minimal generator (none: empty)")
 	flag.Var(&cfg.peers, "peer", "another server to measure, as name=cmdline (repeatable)")
 	flag.IntVar(&cfg.largeFiles, "large-files", 4, "large: number of files")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -26,9 +27,18 @@ type server struct {
 	idleSys  time.Duration // and in the kernel
 }
 
-// serverSpec names a server to measure: one of the built-in kinds
-// (bits_upload, baseline, baseline-nofsync, baseline-dirsync), or a peer started from a
-// command line.
+// baselineArgs are the arguments of bitsbench that run each kind of
+// baseline server.
+var baselineArgs = map[string][]string{
+	"baseline":               {"serve-baseline"},
+	"baseline-nofsync":       {"serve-baseline", "-no-fsync"},
+	"baseline-dirsync":       {"serve-baseline", "-dir-fsync"},
+	"caddy-baseline":         {"serve-caddy-baseline"},
+	"caddy-baseline-dirsync": {"serve-caddy-baseline", "-dir-fsync"},
+}
+
+// serverSpec names a server to measure: bits_upload, one of the kinds of
+// baselineArgs, or a peer started from a command line.
 type serverSpec struct {
 	name    string
 	cmdline string // peers only
@@ -107,15 +117,9 @@ func startServer(spec serverSpec, self, caddy, dir, extra string) (*server, erro
 		}
 		s.cmd = exec.Command(caddy, "run", "--config", cfgPath, "--adapter", "caddyfile")
 		s.cmd.Env = append(os.Environ(), "XDG_DATA_HOME="+filepath.Join(dir, "data"), "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
-	case kind == "baseline" || kind == "baseline-nofsync" || kind == "baseline-dirsync":
+	case baselineArgs[kind] != nil:
 		s.root = filepath.Join(dir, "root")
-		args := []string{"serve-baseline", "-addr", addr, "-dir", dir}
-		switch kind {
-		case "baseline-nofsync":
-			args = append(args, "-no-fsync")
-		case "baseline-dirsync":
-			args = append(args, "-dir-fsync")
-		}
+		args := append(slices.Clone(baselineArgs[kind]), "-addr", addr, "-dir", dir)
 		s.cmd = exec.Command(self, args...)
 	default:
 		return nil, fmt.Errorf("unknown server %q", kind)
