@@ -111,16 +111,26 @@ func syncDir(dir string) error {
 	return err
 }
 
-// serveBaseline runs the baseline server until the process is killed.
-func serveBaseline(addr, dir string, noFsync, dirFsync bool) error {
+// newBaseline makes the baseline's directories under dir (its root and
+// tmp) and returns its handler.
+func newBaseline(dir string, noFsync, dirFsync bool) (*baseline, error) {
 	for _, d := range []string{"root", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
+			return nil, err
 		}
+	}
+	return &baseline{dir: dir, noFsync: noFsync, dirFsync: dirFsync, sessions: make(map[string]string)}, nil
+}
+
+// serveBaseline runs the baseline server until the process is killed.
+func serveBaseline(addr, dir string, noFsync, dirFsync bool) error {
+	b, err := newBaseline(dir, noFsync, dirFsync)
+	if err != nil {
+		return err
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
-	return http.Serve(l, &baseline{dir: dir, noFsync: noFsync, dirFsync: dirFsync, sessions: make(map[string]string)})
+	return http.Serve(l, b)
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 
 	"github.com/caddyserver/caddy/v2"
@@ -39,10 +38,11 @@ func (caddyBaseline) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the baseline handler.
+// Provision sets up the baseline handler and its directories.
 func (h *caddyBaseline) Provision(caddy.Context) error {
-	h.b = &baseline{dir: h.Dir, noFsync: h.NoFsync, dirFsync: h.DirFsync, sessions: make(map[string]string)}
-	return nil
+	b, err := newBaseline(h.Dir, h.NoFsync, h.DirFsync)
+	h.b = b
+	return err
 }
 
 // ServeHTTP answers every request with the baseline.
@@ -64,11 +64,6 @@ func serveCaddyBaseline(addr, dir string, noFsync, dirFsync bool) error {
 // handler as its only route, configured as bitsbench configures
 // bits_upload: one server on addr, logs at WARN, no automatic HTTPS.
 func startCaddyBaseline(addr, dir string, noFsync, dirFsync bool) error {
-	for _, d := range []string{"root", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
-		}
-	}
 	handler, err := json.Marshal(map[string]any{
 		"handler": "bitsbench_baseline", "dir": dir, "no_fsync": noFsync, "dir_fsync": dirFsync,
 	})

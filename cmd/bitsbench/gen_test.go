@@ -17,14 +17,7 @@ import (
 // TestGenerators uploads with every generator to the baseline handler and
 // checks the files.
 func TestGenerators(t *testing.T) {
-	dir := t.TempDir()
-	for _, d := range []string{"root", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	srv := httptest.NewServer(&baseline{dir: dir, noFsync: true, sessions: make(map[string]string)})
-	defer srv.Close()
+	addr, dir := startBaseline(t, true, false)
 	data, err := content(3000)
 	if err != nil {
 		t.Fatal(err)
@@ -33,7 +26,7 @@ func TestGenerators(t *testing.T) {
 		t.Run(gen, func(t *testing.T) {
 			// 7,000 bytes in 3,000-byte fragments: two full ones and a
 			// short final one.
-			j := &job{addr: srv.Listener.Addr().String(), prefix: "/bench", data: data, files: 20, size: 7000,
+			j := &job{addr: addr, prefix: "/bench", data: data, files: 20, size: 7000,
 				fragment: 3000, conc: 3, ping: gen == genLean}
 			res, err := runLoad(gen, j)
 			if err != nil {
@@ -54,24 +47,31 @@ func TestGenerators(t *testing.T) {
 	}
 }
 
+// startBaseline serves a baseline in a fresh directory for the test and
+// returns its address and directory.
+func startBaseline(t *testing.T, noFsync, dirFsync bool) (addr, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	b, err := newBaseline(dir, noFsync, dirFsync)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(b)
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String(), dir
+}
+
 // TestBaselineSyncs uploads to the fsync baseline and to the one that
 // also syncs the directory, and checks the files.
 func TestBaselineSyncs(t *testing.T) {
 	for _, dirFsync := range []bool{false, true} {
 		t.Run("dirFsync="+strconv.FormatBool(dirFsync), func(t *testing.T) {
-			dir := t.TempDir()
-			for _, d := range []string{"root", "tmp"} {
-				if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-					t.Fatal(err)
-				}
-			}
-			srv := httptest.NewServer(&baseline{dir: dir, dirFsync: dirFsync, sessions: make(map[string]string)})
-			defer srv.Close()
+			addr, dir := startBaseline(t, false, dirFsync)
 			data, err := content(4096)
 			if err != nil {
 				t.Fatal(err)
 			}
-			j := &job{addr: srv.Listener.Addr().String(), prefix: "/bench", data: data, files: 10, size: 4096,
+			j := &job{addr: addr, prefix: "/bench", data: data, files: 10, size: 4096,
 				fragment: 4096, conc: 2}
 			if _, err := runLoad(genLean, j); err != nil {
 				t.Fatalf("runLoad: %v", err)
