@@ -97,18 +97,19 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 && (os.Args[1] == "serve-baseline" || os.Args[1] == "serve-caddy-baseline") {
+	// The baseline servers, which bitsbench runs as its own subprocesses.
+	serveFuncs := map[string]func(addr, dir string, noFsync, dirFsync bool) error{
+		"serve-baseline":       serveBaseline,
+		"serve-caddy-baseline": serveCaddyBaseline,
+	}
+	if len(os.Args) > 1 && serveFuncs[os.Args[1]] != nil {
 		fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
 		addr := fs.String("addr", "127.0.0.1:0", "listen address")
 		dir := fs.String("dir", "", "directory for uploads")
 		noFsync := fs.Bool("no-fsync", false, "do not fsync completed files")
 		dirFsync := fs.Bool("dir-fsync", false, "also fsync the destination directory after each rename")
 		_ = fs.Parse(os.Args[2:])
-		serve := serveBaseline
-		if os.Args[1] == "serve-caddy-baseline" {
-			serve = serveCaddyBaseline
-		}
-		if err := serve(*addr, *dir, *noFsync, *dirFsync); err != nil {
+		if err := serveFuncs[os.Args[1]](*addr, *dir, *noFsync, *dirFsync); err != nil {
 			fmt.Fprintln(os.Stderr, "bitsbench:", err)
 			os.Exit(1)
 		}
